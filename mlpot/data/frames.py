@@ -1,0 +1,162 @@
+"""Reading labelled frames from any file ASE reads, with validation.
+
+A frame is an ``ase.Atoms`` whose labels are normalised into ``atoms.info`` /
+``atoms.arrays`` under mlpot's own names (``energy``, ``forces``, ``stress``
+(3x3, eV/Å³, ASE sign), ``atomic_energies``), whatever keys the file used.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import ase.io
+import numpy as np
+from ase import Atoms
+
+from mlpot.errors import (
+    DataError,
+    DataPathError,
+    EmptyFileError,
+    MissingLabelError,
+    NonFiniteError,
+    UnknownElementError,
+)
+
+# mlpot's canonical label names
+ENERGY, FORCES, STRESS, ATOMIC_ENERGIES = "energy", "forces", "stress", "atomic_energies"
+LABELS = (ENERGY, FORCES, STRESS, ATOMIC_ENERGIES)
+_INFO_PREFIX = "mlpot_"  # labels are stored as atoms.info["mlpot_energy"] etc.
+
+
+@dataclass
+class LabelKeys:
+    """Where each label lives in the file (an info/array key or an ASE calculator property)."""
+
+    energy: str = "energy"
+    forces: str = "forces"
+    stress: str = "stress"
+    atomic_energies: str = "energies"
+    stress_unit: float = 1.0  # multiply the file's stress by this to get eV/Å³ (ASE sign)
+
+    def key(self, label: str) -> str:
+        return getattr(self, label)
+
+
+def _lookup(atoms: Atoms, key: str):
+    if key in atoms.arrays:
+        return atoms.arrays[key]
+    if key in atoms.info:
+        return atoms.info[key]
+    calc = atoms.calc
+    if calc is not None and key in getattr(calc, "results", {}):
+        return calc.results[key]
+    return None
+
+
+def _as_stress(value) -> np.ndarray:
+    s = np.asarray(value, dtype=np.float64).reshape(-1)
+    if s.size == 9:
+        return s.reshape(3, 3)
+    if s.size == 6:  # Voigt xx yy zz yz xz xy
+        xx, yy, zz, yz, xz, xy = s
+        return np.array([[xx, xy, xz], [xy, yy, yz], [xz, yz, zz]])
+    raise ValueError(f"stress has {s.size} components (need 6 or 9)")
+
+
+def get_label(atoms: Atoms, label: str):
+    """The normalised label of a frame read by :func:`read_frames`, or None."""
+    return atoms.info.get(_INFO_PREFIX + label)
+
+
+def set_label(atoms: Atoms, label: str, value) -> None:
+    atoms.info[_INFO_PREFIX + label] = value
+
+
+def normalise_labels(atoms: Atoms, keys: LabelKeys, source: str | None, frame: int | None) -> Atoms:
+    """Copy the labels found under ``keys`` into mlpot's names, checking shapes and finiteness."""
+    n = len(atoms)
+    for label in LABELS:
+        value = _lookup(atoms, keys.key(label))
+        if value is None:
+            continue
+        try:
+            if label == ENERGY:
+                value = float(np.asarray(value, dtype=np.float64).reshape(()))
+            elif label == STRESS:
+                value = _as_stress(value) * keys.stress_unit
+            else:
+                value = np.asarray(value, dtype=np.float64)
+                shape = (n, 3) if label == FORCES else (n,)
+                value = value.reshape(shape)
+        except (ValueError, TypeError) as exc:
+            raise MissingLabelError(f"label '{keys.key(label)}' ({label}) is malformed: {exc}", source, frame) from None
+        if not np.all(np.isfinite(value)):
+            raise NonFiniteError(f"NaN or inf in label '{keys.key(label)}' ({label})", source, frame)
+        set_label(atoms, label, value)
+    return atoms
+
+
+def check_structure(atoms: Atoms, source: str | None = None, frame: int | None = None, elements=None) -> None:
+    """Finite positions and cell; known elements (when ``elements`` is given)."""
+    if not np.all(np.isfinite(atoms.positions)):
+        raise NonFiniteError("NaN or inf in positions", source, frame)
+    if not np.all(np.isfinite(atoms.cell.array)):
+        raise NonFiniteError("NaN or inf in the cell", source, frame)
+    if elements is not None:
+        unknown = sorted(set(atoms.get_chemical_symbols()) - set(elements))
+        if unknown:
+            raise UnknownElementError(
+                f"element(s) {', '.join(unknown)} not among the known elements {list(elements)}", source, frame
+            )
+
+
+def require_labels(frames, labels, source: str | None = None) -> None:
+    """Raise MissingLabelError for the first frame lacking one of ``labels``."""
+    for k, atoms in enumerate(frames):
+        for label in labels:
+            if get_label(atoms, label) is None:
+                src = atoms.info.get("mlpot_source", source)
+                idx = atoms.info.get("mlpot_frame", k)
+                raise MissingLabelError(f"no '{label}' label", src, idx)
+
+
+def read_frames(
+    path: str | os.PathLike,
+    keys: LabelKeys | None = None,
+    index: str | int | slice = ":",
+    format: str | None = None,
+    require: tuple[str, ...] = (),
+    elements=None,
+) -> list[Atoms]:
+    """Read labelled frames from ``path`` (any format ASE reads; extxyz first).
+
+    Each frame records where it came from (``info['mlpot_source']``,
+    ``info['mlpot_frame']``) so that later errors can name it.
+    """
+    keys = keys or LabelKeys()
+    path = Path(path)
+    source = str(path)
+    if not path.exists():
+        raise DataPathError("no such file or directory", source)
+    if path.is_file() and path.stat().st_size == 0:
+        raise EmptyFileError("file is empty", source)
+    try:
+        frames = ase.io.read(path, index=index, format=format)
+    except StopIteration:
+        raise EmptyFileError("file holds no frame", source) from None
+    except Exception as exc:  # ASE raises many types; give one line naming the file
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise DataError(f"cannot be read ({type(exc).__name__}: {msg})", source) from None
+    if isinstance(frames, Atoms):
+        frames = [frames]
+    if len(frames) == 0:
+        raise EmptyFileError("file holds no frame", source)
+    for k, atoms in enumerate(frames):
+        check_structure(atoms, source, k, elements)
+        normalise_labels(atoms, keys, source, k)
+        atoms.info["mlpot_source"] = source
+        atoms.info["mlpot_frame"] = k
+    require_labels(frames, require, source)
+    return frames

@@ -1,0 +1,5 @@
+from mlpot.descriptors.acsf import ACSF, SymmetryFunction, au_study, build_acsf
+from mlpot.descriptors.cutoff import cutoff_function
+from mlpot.descriptors.scaling import FeatureScaler
+
+__all__ = ["ACSF", "SymmetryFunction", "au_study", "build_acsf", "cutoff_function", "FeatureScaler"]

@@ -1,0 +1,309 @@
+"""Atom-centred symmetry functions (n2p2 types 2, 3 and 9), element-resolved.
+
+Radial functions are defined per neighbour element, angular ones per unordered
+pair of neighbour elements; each central element has its own ordered list of
+functions (its feature columns). The computation is vectorised over all pairs
+and triplets: per pair, the distinct radial kernels; per triplet, the distinct
+(η, r_s) radial factors times the distinct (λ, ζ) angular factors; then one
+scatter into (atom, column) through a lookup table indexed by
+(central element, neighbour element(s), kernel).
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+from mlpot.descriptors.cutoff import canonical, cutoff_function
+from mlpot.descriptors.geometry import edge_vectors, triplets
+
+
+@dataclass(frozen=True)
+class SymmetryFunction:
+    """One symmetry function, n2p2 style (lengths in Å)."""
+
+    type: int  # 2 radial, 3 narrow angular, 9 wide angular
+    central: str
+    neighbors: tuple  # (e_j,) or (e_j, e_k)
+    eta: float
+    rc: float
+    rs: float = 0.0
+    zeta: float = 1.0
+    lam: float = 1.0
+    cutoff: str = "cos"
+    alpha: float = 0.0
+
+    def __post_init__(self):
+        if self.type not in (2, 3, 9):
+            raise ValueError(f"symmetry function type {self.type} not supported (2, 3 or 9)")
+        if len(self.neighbors) != (1 if self.type == 2 else 2):
+            raise ValueError(f"type {self.type} needs {1 if self.type == 2 else 2} neighbour element(s)")
+        if self.rc <= 0 or self.eta < 0:
+            raise ValueError(f"bad symmetry function parameters: {self}")
+        if self.type != 2 and self.lam not in (-1.0, 1.0):
+            raise ValueError(f"lambda must be +1 or -1, got {self.lam}")
+        object.__setattr__(self, "cutoff", canonical(self.cutoff))
+        object.__setattr__(self, "neighbors", tuple(self.neighbors))
+
+    @property
+    def angular(self) -> bool:
+        return self.type != 2
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["neighbors"] = list(self.neighbors)
+        return d
+
+
+def _unique(items):
+    """Distinct items in first-seen order, and the index of each item."""
+    table, index = {}, []
+    for it in items:
+        index.append(table.setdefault(it, len(table)))
+    return list(table), index
+
+
+class ACSF(nn.Module):
+    """Symmetry-function descriptor: ``(positions, species, pairs) -> (n_atoms, n_features)``."""
+
+    def __init__(self, elements, functions):
+        super().__init__()
+        self.elements = list(elements)
+        el = {e: k for k, e in enumerate(self.elements)}
+        funcs = [f if isinstance(f, SymmetryFunction) else SymmetryFunction(**f) for f in functions]
+        # normalise the order of angular neighbour pairs (by element index)
+        funcs = [
+            SymmetryFunction(**{**f.to_dict(), "neighbors": tuple(sorted(f.neighbors, key=lambda e: el[e]))})
+            if f.angular
+            else f
+            for f in funcs
+        ]
+        for f in funcs:
+            for e in (f.central, *f.neighbors):
+                if e not in el:
+                    raise ValueError(f"symmetry function names element '{e}' not in {self.elements}")
+        self.functions = funcs
+        self.per_element = [[f for f in funcs if f.central == e] for e in self.elements]
+        self.n_features_per_element = [len(fs) for fs in self.per_element]
+        self.n_features = max(self.n_features_per_element) if funcs else 0
+        self.cutoff = max((f.rc for f in funcs), default=0.0)
+        F, n_el = self.n_features, len(self.elements)
+        n_pairs_el = n_el * (n_el + 1) // 2
+        pair_id = torch.full((n_el, n_el), -1, dtype=torch.long)
+        for k, (a, b) in enumerate(itertools.combinations_with_replacement(range(n_el), 2)):
+            pair_id[a, b] = pair_id[b, a] = k
+
+        # cutoff sets: distinct (rc, kind, alpha)
+        self.cut_sets, cut_index = _unique([(f.rc, f.cutoff, f.alpha) for f in funcs])
+        cut_of = dict(zip(funcs, cut_index))
+        rad = [f for f in funcs if not f.angular]
+        ang = [f for f in funcs if f.angular]
+        self.rad_kernels, rad_k = _unique([(f.eta, f.rs, cut_of[f]) for f in rad])
+        self.ang_kernels, ang_k = _unique(
+            [(f.type, f.eta, f.rs, f.zeta, f.lam, cut_of[f]) for f in ang]
+        )
+        rad_map = torch.full((n_el, n_el, len(self.rad_kernels)), F, dtype=torch.long)
+        ang_map = torch.full((n_el, n_pairs_el, len(self.ang_kernels)), F, dtype=torch.long)
+        rk, ak = dict(zip(rad, rad_k)), dict(zip(ang, ang_k))
+        for c, fs in enumerate(self.per_element):
+            for col, f in enumerate(fs):
+                if f.angular:
+                    p = pair_id[el[f.neighbors[0]], el[f.neighbors[1]]]
+                    ang_map[c, p, ak[f]] = col
+                else:
+                    rad_map[c, el[f.neighbors[0]], rk[f]] = col
+        self.register_buffer("pair_id", pair_id, persistent=False)
+        self.register_buffer("rad_map", rad_map, persistent=False)
+        self.register_buffer("ang_map", ang_map, persistent=False)
+        self.register_buffer("cut_rc", torch.tensor([c[0] for c in self.cut_sets], dtype=torch.float64), persistent=False)
+        self.register_buffer(
+            "rad_eta", torch.tensor([k[0] for k in self.rad_kernels], dtype=torch.float64), persistent=False
+        )
+        self.register_buffer("rad_rs", torch.tensor([k[1] for k in self.rad_kernels], dtype=torch.float64), persistent=False)
+        self.register_buffer("rad_cut", torch.tensor([k[2] for k in self.rad_kernels], dtype=torch.long), persistent=False)
+        # angular kernels factorised: radial factor (eta, rs, cut) per pair, angular factor (lam, zeta),
+        # and for narrow (type 3) functions a third factor on r_jk
+        self.ang_radial, ang_u = _unique([(k[1], k[2], k[5]) for k in self.ang_kernels])
+        self.ang_angle, ang_v = _unique([(k[4], k[3]) for k in self.ang_kernels])
+        narrow = [(k[1], k[2], k[5]) if k[0] == 3 else None for k in self.ang_kernels]
+        self.ang_third, ang_w = _unique([n for n in narrow if n is not None])
+        w_iter = iter(ang_w)
+        ang_w_full = [next(w_iter) if n is not None else len(self.ang_third) for n in narrow]  # last = ones
+        self.register_buffer("ang_u", torch.tensor(ang_u, dtype=torch.long), persistent=False)
+        self.register_buffer("ang_v", torch.tensor(ang_v, dtype=torch.long), persistent=False)
+        self.register_buffer("ang_w", torch.tensor(ang_w_full, dtype=torch.long), persistent=False)
+        self.register_buffer("u_eta", torch.tensor([u[0] for u in self.ang_radial], dtype=torch.float64), persistent=False)
+        self.register_buffer("u_rs", torch.tensor([u[1] for u in self.ang_radial], dtype=torch.float64), persistent=False)
+        self.register_buffer("u_cut", torch.tensor([u[2] for u in self.ang_radial], dtype=torch.long), persistent=False)
+        self.register_buffer("v_lam", torch.tensor([v[0] for v in self.ang_angle], dtype=torch.float64), persistent=False)
+        self.register_buffer("v_zeta", torch.tensor([v[1] for v in self.ang_angle], dtype=torch.float64), persistent=False)
+        self.register_buffer(
+            "v_pref", torch.tensor([2.0 ** (1.0 - v[1]) for v in self.ang_angle], dtype=torch.float64), persistent=False
+        )
+        self.register_buffer("w_eta", torch.tensor([w[0] for w in self.ang_third], dtype=torch.float64), persistent=False)
+        self.register_buffer("w_rs", torch.tensor([w[1] for w in self.ang_third], dtype=torch.float64), persistent=False)
+        self.register_buffer("w_cut", torch.tensor([w[2] for w in self.ang_third], dtype=torch.long), persistent=False)
+        self.angular_cutoff = max((f.rc for f in ang), default=0.0)
+        self._integer_zeta = all(float(v[1]).is_integer() for v in self.ang_angle)
+
+    # -- configuration ---------------------------------------------------------------------------
+    def config(self) -> dict:
+        """Plain-data description from which ``ACSF(**config)`` rebuilds this descriptor."""
+        return {"elements": list(self.elements), "functions": [f.to_dict() for f in self.functions]}
+
+    def feature_names(self, element: str) -> list[str]:
+        out = []
+        for f in self.per_element[self.elements.index(element)]:
+            nb = "-".join(f.neighbors)
+            if f.angular:
+                out.append(f"G{f.type}[{nb}] eta={f.eta:g} rs={f.rs:g} zeta={f.zeta:g} lambda={f.lam:g} rc={f.rc:g}")
+            else:
+                out.append(f"G2[{nb}] eta={f.eta:g} rs={f.rs:g} rc={f.rc:g}")
+        return out
+
+    # -- computation -------------------------------------------------------------------------------
+    def _cutoffs(self, r: torch.Tensor) -> torch.Tensor:
+        """f_c for every cutoff set: (n, n_sets)."""
+        cols = [
+            cutoff_function(r, rc, kind, alpha) for (rc, kind, alpha) in self.cut_sets
+        ]
+        return torch.stack(cols, dim=-1)
+
+    def forward(self, positions, species, edge_index, shifts, cell, batch) -> torch.Tensor:
+        n_atoms, F = positions.shape[0], self.n_features
+        dtype = positions.dtype
+        out = torch.zeros(n_atoms * (F + 1), dtype=dtype, device=positions.device)
+        vec = edge_vectors(positions, edge_index, shifts, cell, batch)
+        r = torch.linalg.norm(vec, dim=-1)
+        i, j = edge_index
+        fc = self._cutoffs(r)  # (P, C)
+        zi, zj = species[i], species[j]
+        if len(self.rad_kernels):
+            g = torch.exp(-self.rad_eta.to(dtype) * (r[:, None] - self.rad_rs.to(dtype)) ** 2)
+            g = g * fc.index_select(1, self.rad_cut)
+            col = self.rad_map[zi, zj]  # (P, K)
+            out.index_add_(0, (i[:, None] * (F + 1) + col).reshape(-1), g.reshape(-1))
+        if len(self.ang_kernels):
+            p1, p2 = triplets(i, n_atoms, r.detach() < self.angular_cutoff)
+            # radial factor of the angular kernels, per pair, then per triplet (index_select: cheap backward)
+            h = torch.exp(-self.u_eta.to(dtype) * (r[:, None] - self.u_rs.to(dtype)) ** 2)
+            h = h * fc.index_select(1, self.u_cut)
+            hh = h.index_select(0, p1) * h.index_select(0, p2)  # (T, U)
+            v1, v2 = vec.index_select(0, p1), vec.index_select(0, p2)
+            cos = (v1 * v2).sum(-1) / (r.index_select(0, p1) * r.index_select(0, p2))
+            base = 1.0 + self.v_lam.to(dtype) * cos[:, None]  # (T, V)
+            if self._integer_zeta:
+                ang = self.v_pref.to(dtype) * _int_pow(base, self.v_zeta)
+            else:
+                ang = self.v_pref.to(dtype) * base.clamp(min=0.0) ** self.v_zeta.to(dtype)
+            val = hh.index_select(1, self.ang_u) * ang.index_select(1, self.ang_v)  # (T, K)
+            if len(self.ang_third):
+                rjk = torch.linalg.norm(v2 - v1, dim=-1)
+                third = torch.exp(-self.w_eta.to(dtype) * (rjk[:, None] - self.w_rs.to(dtype)) ** 2)
+                third = third * self._cutoffs(rjk).index_select(1, self.w_cut)
+                third = torch.cat([third, torch.ones_like(third[:, :1])], dim=1)
+                val = val * third.index_select(1, self.ang_w)
+            center = i.index_select(0, p1)
+            col = self.ang_map[species[center], self.pair_id[zj[p1], zj[p2]]]  # (T, K)
+            out.index_add_(0, (center[:, None] * (F + 1) + col).reshape(-1), val.reshape(-1))
+        return out.view(n_atoms, F + 1)[:, :F]
+
+
+def _int_pow(base: torch.Tensor, zeta: torch.Tensor) -> torch.Tensor:
+    """base ** zeta column-wise for integer zeta, by repeated multiplication (cheap and exact)."""
+    zs = [int(z) for z in zeta.tolist()]
+    if len(set(zs)) == 1:
+        return base ** zs[0]
+    return torch.stack([base[:, k] ** z for k, z in enumerate(zs)], dim=1)
+
+
+def grid_functions(
+    elements,
+    cutoff: float,
+    cutoff_function: str = "cos",
+    alpha: float = 0.0,
+    radial: dict | None = None,
+    angular: dict | list | None = None,
+) -> list[SymmetryFunction]:
+    """Symmetry functions on a parameter grid, for every central element and neighbour (pair).
+
+    radial: {eta: [...], rs: [...]} (all combinations);
+    angular: {type: 3|9, eta: [...], zeta: [...], lambda: [...], rs: [...]}, or a list of such.
+    """
+    elements = list(elements)
+    out = []
+    common = dict(rc=cutoff, cutoff=cutoff_function, alpha=alpha)
+    for c in elements:
+        if radial:
+            for nb in elements:
+                for eta, rs in itertools.product(radial["eta"], radial.get("rs", [0.0])):
+                    out.append(SymmetryFunction(2, c, (nb,), float(eta), rs=float(rs), **common))
+        for spec in [angular] if isinstance(angular, dict) else (angular or []):
+            for pair in itertools.combinations_with_replacement(elements, 2):
+                for eta, zeta, lam, rs in itertools.product(
+                    spec["eta"], spec.get("zeta", [1.0]), spec.get("lambda", [1.0, -1.0]), spec.get("rs", [0.0])
+                ):
+                    out.append(
+                        SymmetryFunction(
+                            int(spec.get("type", 9)), c, pair, float(eta), rs=float(rs), zeta=float(zeta),
+                            lam=float(lam), **common,
+                        )
+                    )
+    return out
+
+
+def build_acsf(
+    elements,
+    cutoff: float = 6.0,
+    cutoff_function: str = "cos",
+    alpha: float = 0.0,
+    radial: dict | None = None,
+    angular: dict | list | None = None,
+    functions: list | None = None,
+) -> ACSF:
+    """ACSF from an explicit list (``functions``: dicts; ``central``/``neighbors`` default to all
+    elements, ``rc``/``cutoff``/``alpha`` to the shared values) and/or a grid."""
+    elements = list(elements)
+    funcs = grid_functions(elements, cutoff, cutoff_function, alpha, radial, angular)
+    for spec in functions or []:
+        spec = dict(spec)
+        t = int(spec.pop("type"))
+        centrals = [spec.pop("central")] if spec.get("central") else elements
+        spec.pop("central", None)
+        nbs = spec.pop("neighbors", None)
+        if "lambda" in spec:
+            spec["lam"] = spec.pop("lambda")
+        spec.setdefault("rc", cutoff)
+        spec.setdefault("cutoff", cutoff_function)
+        spec.setdefault("alpha", alpha)
+        if nbs is None:
+            nb_list = [(e,) for e in elements] if t == 2 else list(itertools.combinations_with_replacement(elements, 2))
+        else:
+            nb_list = [tuple(nbs)]
+        for c in centrals:
+            for nb in nb_list:
+                funcs.append(SymmetryFunction(t, c, nb, **spec))
+    return ACSF(elements, funcs)
+
+
+# The Au study's 26 functions (SCIENCE.md §3): 8 radial + 18 wide angular, polynomial cutoff, 6 Å.
+AU_RADIAL_ETA = [0.006428, 0.012856, 0.010357, 0.051424, 0.102848, 0.205696, 0.411392, 0.822784]
+AU_ANGULAR_ETA = [0.000357, 0.028569, 0.085357]
+
+
+def au_study(elements, cutoff: float = 6.0, cutoff_function: str = "poly2", rs: float = 0.0, alpha: float = 0.0) -> ACSF:
+    """The Au study's set for any element list (8 radial + 18 angular per neighbour combination)."""
+    return build_acsf(
+        elements,
+        cutoff=cutoff,
+        cutoff_function=cutoff_function,
+        alpha=alpha,
+        radial={"eta": AU_RADIAL_ETA, "rs": [rs]},
+        angular={"type": 9, "eta": AU_ANGULAR_ETA, "zeta": [2, 3, 4], "lambda": [1, -1], "rs": [rs]},
+    )
+
+
+__all__ = ["ACSF", "SymmetryFunction", "build_acsf", "grid_functions", "au_study"]

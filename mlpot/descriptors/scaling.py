@@ -1,0 +1,78 @@
+"""Per-element affine scaling of descriptor inputs, as n2p2 does it.
+
+Every n2p2 scaling mode is affine, x = a * G + b per element and feature:
+- ``minmax`` (scale_symmetry_functions): smin + (smax - smin) (G - Gmin) / (Gmax - Gmin)
+- ``center`` (center_symmetry_functions): G - Gmean
+- ``minmax_center`` (both keywords): smin + (smax - smin) (G - Gmean) / (Gmax - Gmin)
+- ``sigma`` (scale_symmetry_functions_sigma): smin + (smax - smin) (G - Gmean) / Gsigma
+- ``none``: G
+The training-range min/max of every component is kept as well (extrapolation
+monitoring, n2p2's warnings).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+MODES = ("none", "minmax", "center", "minmax_center", "sigma")
+
+
+def affine_from_stats(mode, gmin, gmax, gmean, gsigma, smin=0.0, smax=1.0):
+    """(a, b) of x = a G + b for an n2p2 scaling mode; constant components get a = 0 (n2p2 too)."""
+    if mode not in MODES:
+        raise ValueError(f"unknown scaling mode '{mode}' (choose from {', '.join(MODES)})")
+    one = torch.ones_like(gmin)
+    if mode == "none":
+        return one, torch.zeros_like(gmin)
+    if mode == "center":
+        return one, -gmean
+    spread = gsigma if mode == "sigma" else gmax - gmin
+    safe = torch.where(spread > 0, spread, one)
+    a = torch.where(spread > 0, (smax - smin) / safe, torch.zeros_like(spread))
+    ref = gmin if mode == "minmax" else gmean
+    return a, smin - a * ref
+
+
+class FeatureScaler(nn.Module):
+    """x = a[Z] * G + b[Z]; holds the statistics as buffers."""
+
+    def __init__(self, n_elements: int, n_features: int, mode: str = "none", smin: float = 0.0, smax: float = 1.0):
+        super().__init__()
+        self.mode, self.smin, self.smax = mode, float(smin), float(smax)
+        shape = (n_elements, n_features)
+        for name in ("gmin", "gmax", "gmean", "gsigma", "b"):
+            self.register_buffer(name, torch.zeros(shape, dtype=torch.float64))
+        self.register_buffer("a", torch.ones(shape, dtype=torch.float64))
+
+    def set_stats(self, gmin, gmax, gmean, gsigma):
+        for name, v in zip(("gmin", "gmax", "gmean", "gsigma"), (gmin, gmax, gmean, gsigma)):
+            getattr(self, name).copy_(torch.as_tensor(v, dtype=self.a.dtype))
+        a, b = affine_from_stats(self.mode, self.gmin, self.gmax, self.gmean, self.gsigma, self.smin, self.smax)
+        self.a.copy_(a)
+        self.b.copy_(b)
+        return self
+
+    @torch.no_grad()
+    def fit(self, G: torch.Tensor, species: torch.Tensor):
+        """Statistics from training-set descriptors ``G`` (n_atoms, n_features)."""
+        n_el, F = self.a.shape
+        G = G.to(self.a.dtype)
+        stats = [torch.zeros(n_el, F, dtype=G.dtype) for _ in range(4)]
+        for e in range(n_el):
+            g = G[species == e]
+            if len(g):
+                stats[0][e], stats[1][e] = g.min(0).values, g.max(0).values
+                stats[2][e] = g.mean(0)
+                stats[3][e] = g.std(0, unbiased=False)
+        return self.set_stats(*stats)
+
+    def forward(self, G: torch.Tensor, species: torch.Tensor) -> torch.Tensor:
+        return G * self.a.to(G.dtype)[species] + self.b.to(G.dtype)[species]
+
+    @torch.no_grad()
+    def out_of_range(self, G: torch.Tensor, species: torch.Tensor, tol: float = 0.0) -> torch.Tensor:
+        """Per atom: True where some component leaves [Gmin - tol*span, Gmax + tol*span]."""
+        lo, hi = self.gmin.to(G.dtype)[species], self.gmax.to(G.dtype)[species]
+        span = (hi - lo) * tol
+        return ((G < lo - span) | (G > hi + span)).any(dim=-1)

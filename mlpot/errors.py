@@ -1,0 +1,79 @@
+"""Error types of mlpot.
+
+Every error carries a one-line message that names where the problem is: the file
+and the frame (for data) or the file and the line (for model files).
+"""
+
+from __future__ import annotations
+
+
+class MLPotError(Exception):
+    """Base class of every error mlpot raises on purpose."""
+
+
+def where(source: str | None = None, frame: int | None = None, line: int | None = None) -> str:
+    """Format a location prefix such as ``train.xyz, frame 3: `` (empty if unknown)."""
+    parts = []
+    if source:
+        parts.append(str(source))
+    if frame is not None:
+        parts.append(f"frame {frame}")
+    if line is not None:
+        parts.append(f"line {line}")
+    return (", ".join(parts) + ": ") if parts else ""
+
+
+class DataError(MLPotError, ValueError):
+    """Bad input data (structures or labels)."""
+
+    def __init__(self, message: str, source: str | None = None, frame: int | None = None):
+        self.source, self.frame = source, frame
+        super().__init__(where(source, frame) + message)
+
+
+class DataPathError(DataError, FileNotFoundError):
+    """A data path that does not exist."""
+
+
+class EmptyFileError(DataError):
+    """A data file that holds no frame."""
+
+
+class MissingLabelError(DataError):
+    """A frame lacks a label (energy, forces, ...) that is required."""
+
+
+class NonFiniteError(DataError):
+    """NaN or inf in positions, cell or labels."""
+
+
+class OverlappingAtomsError(DataError):
+    """Two atoms closer than the minimum allowed distance."""
+
+
+class DegenerateCellError(DataError):
+    """A periodic structure whose cell has (near) zero volume."""
+
+
+class UnknownElementError(DataError):
+    """An element that the model (or the configured element list) does not know."""
+
+
+class ModelFileError(MLPotError, ValueError):
+    """A malformed model file (n2p2 files, exported models)."""
+
+    def __init__(self, message: str, source: str | None = None, line: int | None = None):
+        self.source, self.line = source, line
+        super().__init__(where(source, line=line) + message)
+
+
+class InputNNError(ModelFileError):
+    """A malformed n2p2 ``input.nn``."""
+
+
+class ScalingDataError(ModelFileError):
+    """A malformed n2p2 ``scaling.data``."""
+
+
+class WeightsFileError(ModelFileError):
+    """A malformed n2p2 ``weights.NNN.data``."""

@@ -1,0 +1,342 @@
+"""Import of n2p2 potentials (``input.nn``, ``scaling.data``, ``weights.NNN.data``) and of
+n2p2's ``input.data`` structures.
+
+Units: the caller gives the size of the files' length and energy units in Å and
+eV (``length_unit``, ``energy_unit``); n2p2's own normalisation (``mean_energy``,
+``conv_energy``, ``conv_length``) is undone on top. Symmetry-function values are
+dimensionless, so their parameters are converted to Å and the network and
+``scaling.data`` are used as they are; the network output becomes eV through
+the head's per-element ``energy_scale`` and ``e0``.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import torch
+from ase import Atoms
+from ase.data import atomic_numbers
+
+from mlpot.descriptors.acsf import ACSF, SymmetryFunction
+from mlpot.descriptors.cutoff import N2P2_CUTOFF_TYPES
+from mlpot.descriptors.scaling import FeatureScaler
+from mlpot.errors import DataError, EmptyFileError, InputNNError, ScalingDataError, WeightsFileError
+from mlpot.models.hdnnp import HDNNP
+from mlpot.models.potential import Potential
+
+# n2p2 activation letters -> mlpot activation names
+ACTIVATION_LETTERS = {
+    "l": "linear", "t": "tanh", "s": "logistic", "p": "softplus", "r": "relu", "g": "gaussian", "c": "cos",
+    "S": "one_minus_logistic", "e": "exp_minus", "h": "square",
+}
+SCALING_KEYWORDS = ("scale_symmetry_functions", "center_symmetry_functions", "scale_symmetry_functions_sigma")
+UNSUPPORTED = ("normalize_nodes", "element_nodes_short", "element_activation_short", "element_hidden_layers_short")
+
+
+def _float(tok: str, exc, path, line):
+    try:
+        return float(tok.replace("D", "E").replace("d", "e"))
+    except ValueError:
+        raise exc(f"'{tok}' is not a number", path, line) from None
+
+
+def _lines(path: Path, exc):
+    if not path.is_file():
+        raise exc("file not found", str(path))
+    text = path.read_text()
+    out = []
+    for n, raw in enumerate(text.splitlines(), start=1):
+        line = raw.split("#", 1)[0].strip()
+        if line:
+            out.append((n, line.split()))
+    return out
+
+
+def read_input_nn(path) -> dict:
+    """Parse ``input.nn`` into settings and raw symmetry-function specs (in file units)."""
+    path = Path(path)
+    src = str(path)
+    settings: dict = {"atom_energy": {}, "symfunctions": [], "scaling": set()}
+    for n, tok in _lines(path, InputNNError):
+        key, args = tok[0], tok[1:]
+        if key in ("symfunction_short", "symfunction"):
+            settings["symfunctions"].append((n, args))
+        elif key == "elements":
+            settings["elements"] = args
+        elif key == "number_of_elements":
+            settings["number_of_elements"] = int(_float(args[0], InputNNError, src, n)) if args else None
+        elif key == "atom_energy":
+            if len(args) < 2:
+                raise InputNNError("atom_energy needs an element and a value", src, n)
+            settings["atom_energy"][args[0]] = _float(args[1], InputNNError, src, n)
+        elif key == "cutoff_type":
+            if not args:
+                raise InputNNError("cutoff_type needs a value", src, n)
+            kind = int(_float(args[0], InputNNError, src, n))
+            if kind not in N2P2_CUTOFF_TYPES:
+                raise InputNNError(f"unknown cutoff_type {kind}", src, n)
+            settings["cutoff_type"] = N2P2_CUTOFF_TYPES[kind]
+            settings["cutoff_alpha"] = _float(args[1], InputNNError, src, n) if len(args) > 1 else 0.0
+        elif key in SCALING_KEYWORDS:
+            settings["scaling"].add(key)
+        elif key in ("scale_min_short", "scale_max_short", "mean_energy", "conv_energy", "conv_length"):
+            if not args:
+                raise InputNNError(f"{key} needs a value", src, n)
+            settings[key] = _float(args[0], InputNNError, src, n)
+        elif key == "global_hidden_layers_short":
+            settings[key] = int(_float(args[0], InputNNError, src, n))
+        elif key == "global_nodes_short":
+            settings[key] = [int(_float(a, InputNNError, src, n)) for a in args]
+        elif key == "global_activation_short":
+            settings[key] = (args, n)
+        elif key in UNSUPPORTED:
+            raise InputNNError(f"keyword '{key}' is not supported by the importer", src, n)
+    for req in ("elements", "global_nodes_short", "global_activation_short", "cutoff_type"):
+        if req not in settings:
+            raise InputNNError(f"required keyword '{req}' missing", src)
+    for el in settings["elements"]:
+        if el not in atomic_numbers:
+            raise InputNNError(f"unknown element '{el}' in 'elements'", src)
+    if settings.get("number_of_elements") not in (None, len(settings["elements"])):
+        raise InputNNError("number_of_elements does not match the 'elements' line", src)
+    nh = settings.get("global_hidden_layers_short", len(settings["global_nodes_short"]))
+    acts, n_act = settings["global_activation_short"]
+    if len(settings["global_nodes_short"]) != nh or len(acts) != nh + 1:
+        raise InputNNError("hidden layers, nodes and activations do not agree", src, n_act)
+    for a in acts:
+        if a not in ACTIVATION_LETTERS:
+            raise InputNNError(f"activation '{a}' is not supported", src, n_act)
+    if acts[-1] != "l":
+        raise InputNNError("output activation must be linear ('l')", src, n_act)
+    if not settings["symfunctions"]:
+        raise InputNNError("no symmetry functions", src)
+    return settings
+
+
+def _symmetry_functions(settings, path, length_unit) -> list[tuple[int, SymmetryFunction]]:
+    """SymmetryFunction objects in Å, each with the input.nn line it came from."""
+    elements = settings["elements"]
+    kind, alpha = settings["cutoff_type"], settings["cutoff_alpha"]
+    out = []
+    for n, args in settings["symfunctions"]:
+        if len(args) < 2:
+            raise InputNNError("symmetry function line too short", path, n)
+        central, t = args[0], args[1]
+        try:
+            t = int(t)
+        except ValueError:
+            raise InputNNError(f"symmetry function type '{t}' is not an integer", path, n) from None
+        try:
+            if t == 2:
+                if len(args) != 6:
+                    raise InputNNError("type 2 needs: element 2 neighbour eta rs rc", path, n)
+                nb = (args[2],)
+                eta, rs, rc = (_float(a, InputNNError, path, n) for a in args[3:6])
+                zeta = lam = 1.0
+            elif t in (3, 9):
+                if len(args) not in (8, 9):
+                    raise InputNNError(f"type {t} needs: element {t} neighbour neighbour eta lambda zeta rc [rs]", path, n)
+                nb = (args[2], args[3])
+                eta, lam, zeta, rc = (_float(a, InputNNError, path, n) for a in args[4:8])
+                rs = _float(args[8], InputNNError, path, n) if len(args) == 9 else 0.0
+            else:
+                raise InputNNError(f"symmetry function type {t} is not supported (2, 3, 9)", path, n)
+            for e in (central, *nb):
+                if e not in elements:
+                    raise InputNNError(f"element '{e}' is not in the 'elements' line", path, n)
+            sf = SymmetryFunction(
+                t, central, nb, eta / length_unit**2, rc * length_unit, rs=rs * length_unit, zeta=zeta, lam=lam,
+                cutoff=kind, alpha=alpha,
+            )
+        except ValueError as exc:
+            if isinstance(exc, InputNNError):
+                raise
+            raise InputNNError(str(exc), path, n) from None
+        out.append((n, sf, (eta, rs, rc)))
+    return out
+
+
+def n2p2_sort_key(sf: SymmetryFunction, file_params, element_index: dict):
+    """n2p2's order of an element's symmetry functions (see Element::sortSymmetryFunctions)."""
+    eta, rs, rc = file_params
+    nb = tuple(element_index[e] for e in sf.neighbors)
+    # n2p2: (central, type, cutoff type, alpha, rc, eta, rs[, zeta, lambda], e1[, e2]), all ascending,
+    # neighbour elements by index (atomic-number order); cutoff type/alpha are equal for all functions
+    if sf.type == 2:
+        return (sf.type, rc, eta, rs, nb)
+    return (sf.type, rc, eta, rs, sf.zeta, sf.lam, nb)
+
+
+def read_scaling(path, n_per_element: list[int]) -> np.ndarray:
+    """``scaling.data`` rows → array (n_elements, max_n, 4) of (min, max, mean, sigma)."""
+    path = Path(path)
+    src = str(path)
+    out = np.full((len(n_per_element), max(n_per_element), 4), np.nan)
+    for n, tok in _lines(path, ScalingDataError):
+        if len(tok) != 6:
+            raise ScalingDataError(f"expected 6 columns (e_index sf_index min max mean sigma), got {len(tok)}", src, n)
+        try:
+            e, k = int(tok[0]) - 1, int(tok[1]) - 1
+        except ValueError:
+            raise ScalingDataError("element and function indices must be integers", src, n) from None
+        if not (0 <= e < len(n_per_element)) or not (0 <= k < n_per_element[e]):
+            raise ScalingDataError(f"index ({e + 1}, {k + 1}) out of range", src, n)
+        out[e, k] = [_float(t, ScalingDataError, src, n) for t in tok[2:]]
+    for e, cnt in enumerate(n_per_element):
+        missing = np.flatnonzero(np.isnan(out[e, :cnt, 0]))
+        if len(missing):
+            raise ScalingDataError(f"no row for element {e + 1}, function {missing[0] + 1}", src)
+    return np.nan_to_num(out)
+
+
+def read_weights(path, layer_sizes: list[int]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """``weights.NNN.data`` → [(W (n_out, n_in), b (n_out,)) per layer], checking every connection once."""
+    path = Path(path)
+    src = str(path)
+    Ws = [np.full((layer_sizes[k + 1], layer_sizes[k]), np.nan) for k in range(len(layer_sizes) - 1)]
+    bs = [np.full(layer_sizes[k + 1], np.nan) for k in range(len(layer_sizes) - 1)]
+    rows = _lines(path, WeightsFileError)
+    if not rows:
+        raise WeightsFileError("file holds no weights", src)
+    for n, tok in rows:
+        if len(tok) == 1:
+            raise WeightsFileError("old single-column weights format is not supported (need 7 columns)", src, n)
+        if len(tok) != (5 if tok[1] == "b" else 7):
+            raise WeightsFileError(f"expected 7 columns for a weight, 5 for a bias, got {len(tok)}", src, n)
+        value = _float(tok[0], WeightsFileError, src, n)
+        try:
+            idx = [int(t) for t in tok[3:]]
+        except ValueError:
+            raise WeightsFileError("layer/neuron indices must be integers", src, n) from None
+        if tok[1] == "a" and len(idx) == 4:
+            ls, ns, le, ne = idx
+            if not (0 <= ls < len(Ws) and le == ls + 1 and 1 <= ns <= layer_sizes[ls] and 1 <= ne <= layer_sizes[le]):
+                raise WeightsFileError(f"connection {ls}:{ns} -> {le}:{ne} does not fit the network", src, n)
+            Ws[ls][ne - 1, ns - 1] = value
+        elif tok[1] == "b" and len(idx) == 2:
+            le, ne = idx
+            if not (1 <= le <= len(bs) and 1 <= ne <= layer_sizes[le]):
+                raise WeightsFileError(f"bias {le}:{ne} does not fit the network", src, n)
+            bs[le - 1][ne - 1] = value
+        else:
+            raise WeightsFileError(f"connection type '{tok[1]}' unknown (a or b)", src, n)
+    n_expected = sum(W.size + b.size for W, b in zip(Ws, bs))
+    if len(rows) != n_expected or any(np.isnan(W).any() for W in Ws) or any(np.isnan(b).any() for b in bs):
+        raise WeightsFileError(f"{len(rows)} connections for a network that has {n_expected}", src)
+    return list(zip(Ws, bs))
+
+
+def load(folder, length_unit: float = 1.0, energy_unit: float = 1.0, epoch: int | None = None) -> Potential:
+    """An n2p2 potential as a float64 :class:`~mlpot.Potential` in Å and eV.
+
+    ``length_unit`` / ``energy_unit``: Å and eV per unit of the files (e.g.
+    ``mlpot.units.BOHR`` and ``mlpot.units.HARTREE`` for Bohr/Hartree files).
+    ``epoch`` picks ``weights.NNN.data.EEEEEE`` files where present.
+    """
+    folder = Path(folder)
+    inp = folder / "input.nn"
+    settings = read_input_nn(inp)
+    # n2p2 orders elements by atomic number (ElementMap); indices in scaling.data follow it
+    elements = sorted(settings["elements"], key=lambda e: atomic_numbers[e])
+    el_index = {e: k for k, e in enumerate(elements)}
+    sfs = _symmetry_functions(settings, str(inp), length_unit)
+    per_element = []
+    for e in elements:
+        mine = [(n, sf, fp) for n, sf, fp in sfs if sf.central == e]
+        if not mine:
+            raise InputNNError(f"no symmetry functions for element {e}", str(inp))
+        mine.sort(key=lambda t: n2p2_sort_key(t[1], t[2], el_index))
+        per_element.append([sf for _, sf, _ in mine])
+    functions = [sf for fs in per_element for sf in fs]
+    descriptor = ACSF(elements, functions)
+
+    n_per = descriptor.n_features_per_element
+    stats = read_scaling(folder / "scaling.data", n_per)
+    scaling = settings["scaling"]
+    if "scale_symmetry_functions_sigma" in scaling:
+        mode = "sigma"
+    elif {"scale_symmetry_functions", "center_symmetry_functions"} <= scaling:
+        mode = "minmax_center"
+    elif "scale_symmetry_functions" in scaling:
+        mode = "minmax"
+    elif "center_symmetry_functions" in scaling:
+        mode = "center"
+    else:
+        mode = "none"
+    scaler = FeatureScaler(len(elements), descriptor.n_features, mode, settings.get("scale_min_short", 0.0),
+                           settings.get("scale_max_short", 1.0))
+    scaler.set_stats(*(torch.from_numpy(stats[..., k]) for k in range(4)))
+
+    acts = [ACTIVATION_LETTERS[a] for a in settings["global_activation_short"][0][:-1]]
+    hidden = settings["global_nodes_short"]
+    conv_energy = settings.get("conv_energy", 1.0)
+    mean_energy = settings.get("mean_energy", 0.0)
+    e0 = [energy_unit * (mean_energy + settings["atom_energy"].get(e, 0.0)) for e in elements]
+    head = HDNNP(n_per, hidden, acts, e0=e0, energy_scale=[energy_unit / conv_energy] * len(elements)).double()
+    for e, net in zip(elements, head.nets.nets):
+        name = f"weights.{atomic_numbers[e]:03d}.data"
+        wpath = folder / (name if epoch is None else f"{name}.{epoch:06d}")
+        layers = read_weights(wpath, [n_per[el_index[e]], *hidden, 1])
+        linears = [m for m in net if isinstance(m, torch.nn.Linear)]
+        with torch.no_grad():
+            for lin, (W, b) in zip(linears, layers):
+                lin.weight.copy_(torch.from_numpy(W))
+                lin.bias.copy_(torch.from_numpy(b))
+    meta = {"source": "n2p2", "folder": str(folder), "length_unit": length_unit, "energy_unit": energy_unit}
+    return Potential(elements, descriptor, head, scaler, metadata=meta).double()
+
+
+_ATOM_RE = re.compile(r"^atom$")
+
+
+def read_input_data(path, length_unit: float = 1.0, energy_unit: float = 1.0) -> list[Atoms]:
+    """Structures of an n2p2 ``input.data`` file (positions, forces, energy) in Å and eV."""
+    from mlpot.data.frames import ENERGY, FORCES, set_label
+
+    path = Path(path)
+    src = str(path)
+    if not path.is_file() or path.stat().st_size == 0:
+        raise EmptyFileError("file is empty or missing", src)
+    frames, cur = [], None
+    for n, raw in enumerate(path.read_text().splitlines(), start=1):
+        tok = raw.split()
+        if not tok:
+            continue
+        key = tok[0]
+        try:
+            if key == "begin":
+                cur = {"lattice": [], "pos": [], "sym": [], "forces": [], "energy": None, "comment": ""}
+            elif cur is None:
+                raise DataError(f"'{key}' outside begin/end", src, len(frames))
+            elif key == "comment":
+                cur["comment"] = raw.split(None, 1)[1] if len(tok) > 1 else ""
+            elif key == "lattice":
+                cur["lattice"].append([float(t) for t in tok[1:4]])
+            elif key == "atom":
+                cur["pos"].append([float(t) for t in tok[1:4]])
+                cur["sym"].append(tok[4])
+                cur["forces"].append([float(t) for t in tok[7:10]])
+            elif key == "energy":
+                cur["energy"] = float(tok[1])
+            elif key == "end":
+                pbc = len(cur["lattice"]) == 3
+                atoms = Atoms(
+                    cur["sym"], positions=np.array(cur["pos"]) * length_unit,
+                    cell=np.array(cur["lattice"]) * length_unit if pbc else None, pbc=pbc,
+                )
+                atoms.info["comment"] = cur["comment"]
+                if cur["energy"] is not None:
+                    set_label(atoms, ENERGY, cur["energy"] * energy_unit)
+                set_label(atoms, FORCES, np.array(cur["forces"]) * energy_unit / length_unit)
+                atoms.info.update(mlpot_source=src, mlpot_frame=len(frames))
+                frames.append(atoms)
+                cur = None
+        except (ValueError, IndexError):
+            raise DataError(f"line {n}: malformed '{key}' line", src, len(frames)) from None
+    if cur is not None:
+        raise DataError("structure not closed by 'end'", src, len(frames))
+    if not frames:
+        raise EmptyFileError("file holds no structure", src)
+    return frames
