@@ -12,6 +12,7 @@ scatter into (atom, column) through a lookup table indexed by
 from __future__ import annotations
 
 import itertools
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 
 import torch
@@ -241,7 +242,7 @@ def grid_functions(
             for nb in elements:
                 for eta, rs in itertools.product(radial["eta"], radial.get("rs", [0.0])):
                     out.append(SymmetryFunction(2, c, (nb,), float(eta), rs=float(rs), **common))
-        for spec in [angular] if isinstance(angular, dict) else (angular or []):
+        for spec in [angular] if isinstance(angular, Mapping) else (angular or []):
             for pair in itertools.combinations_with_replacement(elements, 2):
                 for eta, zeta, lam, rs in itertools.product(
                     spec["eta"], spec.get("zeta", [1.0]), spec.get("lambda", [1.0, -1.0]), spec.get("rs", [0.0])

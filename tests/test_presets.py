@@ -1,0 +1,37 @@
+"""Descriptor presets in conf/ compose and build."""
+
+from pathlib import Path
+
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from mlpot.descriptors import ACSF, au_study
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+
+
+def test_au_study_has_26_functions():
+    d = au_study(["Au"])
+    assert d.n_features == 26
+    assert sum(not f.angular for f in d.functions) == 8
+    assert {f.type for f in d.functions if f.angular} == {9}
+    assert {f.cutoff for f in d.functions} == {"poly2"}
+
+
+def test_au_study_two_elements():
+    d = au_study(["Cu", "Au"])
+    # per central element: 8 radial x 2 neighbours + 18 angular x 3 neighbour pairs
+    assert d.n_features_per_element == [8 * 2 + 18 * 3] * 2
+
+
+def _build(name, elements):
+    cfg = OmegaConf.merge(OmegaConf.load(CONF / "descriptor" / f"{name}.yaml"), {"elements": elements, "cutoff": 6.0})
+    root = OmegaConf.create({"elements": elements, "cutoff": 6.0, "descriptor": cfg})
+    return instantiate(root.descriptor)
+
+
+def test_conf_presets_instantiate():
+    au = _build("acsf_au", ["Au"])
+    assert isinstance(au, ACSF) and au.n_features == 26
+    grid = _build("acsf", ["Si", "O"])
+    assert isinstance(grid, ACSF) and grid.cutoff == 6.0
