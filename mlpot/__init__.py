@@ -3,4 +3,7 @@
 from mlpot.models.potential import Potential
 
 __version__ = "0.1.0"
-__all__ = ["Potential", "__version__"]
+
+from mlpot.export import load, save  # noqa: E402  (after __version__)
+
+__all__ = ["Potential", "__version__", "load", "save"]

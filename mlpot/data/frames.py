@@ -112,14 +112,16 @@ def check_structure(atoms: Atoms, source: str | None = None, frame: int | None =
             )
 
 
-def require_labels(frames, labels, source: str | None = None) -> None:
+def require_labels(frames, labels, source: str | None = None, keys: LabelKeys | None = None) -> None:
     """Raise MissingLabelError for the first frame lacking one of ``labels``."""
     for k, atoms in enumerate(frames):
         for label in labels:
             if get_label(atoms, label) is None:
                 src = atoms.info.get("mlpot_source", source)
                 idx = atoms.info.get("mlpot_frame", k)
-                raise MissingLabelError(f"no '{label}' label", src, idx)
+                key = getattr(keys, label, None) if keys is not None else None
+                looked = f" (no key '{key}' in the frame)" if isinstance(key, str) else ""
+                raise MissingLabelError(f"no '{label}' label{looked}", src, idx)
 
 
 def read_frames(
@@ -158,5 +160,5 @@ def read_frames(
         normalise_labels(atoms, keys, source, k)
         atoms.info["mlpot_source"] = source
         atoms.info["mlpot_frame"] = k
-    require_labels(frames, require, source)
+    require_labels(frames, require, source, keys)
     return frames

@@ -168,49 +168,138 @@ class ACSF(nn.Module):
     # -- computation -------------------------------------------------------------------------------
     def _cutoffs(self, r: torch.Tensor) -> torch.Tensor:
         """f_c for every cutoff set: (n, n_sets)."""
-        cols = [
-            cutoff_function(r, rc, kind, alpha) for (rc, kind, alpha) in self.cut_sets
-        ]
-        return torch.stack(cols, dim=-1)
+        return torch.stack([cutoff_function(r, rc, kind, alpha) for (rc, kind, alpha) in self.cut_sets], dim=-1)
+
+    # Each factor below is defined once; ``from_edges`` (fast inference) and ``jacobian``
+    # (per-pair derivatives for training) only compose them differently.
+    def _radial_values(self, r: torch.Tensor) -> torch.Tensor:
+        """Radial kernels per pair: (n, K_r)."""
+        dt = r.dtype
+        g = torch.exp(-self.rad_eta.to(dt) * (r[:, None] - self.rad_rs.to(dt)) ** 2)
+        return g * self._cutoffs(r).index_select(1, self.rad_cut)
+
+    def _pair_factor(self, r: torch.Tensor) -> torch.Tensor:
+        """exp(-η (r - r_s)²) f_c(r) of the angular kernels, per pair: (n, U)."""
+        dt = r.dtype
+        h = torch.exp(-self.u_eta.to(dt) * (r[:, None] - self.u_rs.to(dt)) ** 2)
+        return h * self._cutoffs(r).index_select(1, self.u_cut)
+
+    def _angle_factor(self, cos: torch.Tensor) -> torch.Tensor:
+        """2^(1-ζ) (1 + λ cos θ)^ζ: (n, V)."""
+        dt = cos.dtype
+        base = 1.0 + self.v_lam.to(dt) * cos[:, None]
+        if self._integer_zeta:
+            return self.v_pref.to(dt) * _int_pow(base, self.v_zeta)
+        return self.v_pref.to(dt) * base.clamp(min=0.0) ** self.v_zeta.to(dt)
+
+    def _third_factor(self, rjk: torch.Tensor) -> torch.Tensor:
+        """exp(-η (r_jk - r_s)²) f_c(r_jk) for narrow (type 3) kernels, and a column of ones: (n, W + 1)."""
+        dt = rjk.dtype
+        third = torch.exp(-self.w_eta.to(dt) * (rjk[:, None] - self.w_rs.to(dt)) ** 2)
+        third = third * self._cutoffs(rjk).index_select(1, self.w_cut)
+        return torch.cat([third, torch.ones_like(third[:, :1])], dim=1)
+
+    def _combine(self, hh, ang, v1, v2):
+        """Angular kernel values (T, K) from the factors."""
+        val = hh.index_select(1, self.ang_u) * ang.index_select(1, self.ang_v)
+        if len(self.ang_third):
+            val = val * self._third_factor(torch.linalg.norm(v2 - v1, dim=-1)).index_select(1, self.ang_w)
+        return val
+
+    def _triplet_values(self, v1: torch.Tensor, v2: torch.Tensor) -> torch.Tensor:
+        """Angular kernel values as a function of the two pair vectors of each triplet: (T, K)."""
+        r1, r2 = torch.linalg.norm(v1, dim=-1), torch.linalg.norm(v2, dim=-1)
+        cos = (v1 * v2).sum(-1) / (r1 * r2)
+        return self._combine(self._pair_factor(r1) * self._pair_factor(r2), self._angle_factor(cos), v1, v2)
 
     def forward(self, positions, species, edge_index, shifts, cell, batch) -> torch.Tensor:
-        n_atoms, F = positions.shape[0], self.n_features
-        dtype = positions.dtype
-        out = torch.zeros(n_atoms * (F + 1), dtype=dtype, device=positions.device)
         vec = edge_vectors(positions, edge_index, shifts, cell, batch)
-        r = torch.linalg.norm(vec, dim=-1)
+        return self.from_edges(vec, species, edge_index)
+
+    def _columns(self, species, edge_index, r):
+        """Target columns of the radial (P, K_r) and angular (T, K_a) values, and the triplets."""
         i, j = edge_index
-        fc = self._cutoffs(r)  # (P, C)
         zi, zj = species[i], species[j]
-        if len(self.rad_kernels):
-            g = torch.exp(-self.rad_eta.to(dtype) * (r[:, None] - self.rad_rs.to(dtype)) ** 2)
-            g = g * fc.index_select(1, self.rad_cut)
-            col = self.rad_map[zi, zj]  # (P, K)
-            out.index_add_(0, (i[:, None] * (F + 1) + col).reshape(-1), g.reshape(-1))
+        rad_col = self.rad_map[zi, zj] if len(self.rad_kernels) else None
+        p1 = p2 = ang_col = None
         if len(self.ang_kernels):
-            p1, p2 = triplets(i, n_atoms, r.detach() < self.angular_cutoff)
-            # radial factor of the angular kernels, per pair, then per triplet (index_select: cheap backward)
-            h = torch.exp(-self.u_eta.to(dtype) * (r[:, None] - self.u_rs.to(dtype)) ** 2)
-            h = h * fc.index_select(1, self.u_cut)
-            hh = h.index_select(0, p1) * h.index_select(0, p2)  # (T, U)
+            p1, p2 = triplets(i, species.shape[0], r.detach() < self.angular_cutoff)
+            ang_col = self.ang_map[zi.index_select(0, p1), self.pair_id[zj.index_select(0, p1), zj.index_select(0, p2)]]
+        return rad_col, p1, p2, ang_col
+
+    def from_edges(self, vec: torch.Tensor, species: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
+        """Descriptors (n_atoms, n_features) from the pair vectors r_ij (edge_index sorted by centre)."""
+        n_atoms, F = species.shape[0], self.n_features
+        out = torch.zeros(n_atoms * (F + 1), dtype=vec.dtype, device=vec.device)
+        r = torch.linalg.norm(vec, dim=-1)
+        i = edge_index[0]
+        rad_col, p1, p2, ang_col = self._columns(species, edge_index, r)
+        if rad_col is not None:
+            out.index_add_(0, (i[:, None] * (F + 1) + rad_col).reshape(-1), self._radial_values(r).reshape(-1))
+        if ang_col is not None:
+            h = self._pair_factor(r)  # per pair, then gathered per triplet (cheap backward)
             v1, v2 = vec.index_select(0, p1), vec.index_select(0, p2)
             cos = (v1 * v2).sum(-1) / (r.index_select(0, p1) * r.index_select(0, p2))
-            base = 1.0 + self.v_lam.to(dtype) * cos[:, None]  # (T, V)
-            if self._integer_zeta:
-                ang = self.v_pref.to(dtype) * _int_pow(base, self.v_zeta)
-            else:
-                ang = self.v_pref.to(dtype) * base.clamp(min=0.0) ** self.v_zeta.to(dtype)
-            val = hh.index_select(1, self.ang_u) * ang.index_select(1, self.ang_v)  # (T, K)
-            if len(self.ang_third):
-                rjk = torch.linalg.norm(v2 - v1, dim=-1)
-                third = torch.exp(-self.w_eta.to(dtype) * (rjk[:, None] - self.w_rs.to(dtype)) ** 2)
-                third = third * self._cutoffs(rjk).index_select(1, self.w_cut)
-                third = torch.cat([third, torch.ones_like(third[:, :1])], dim=1)
-                val = val * third.index_select(1, self.ang_w)
+            val = self._combine(h.index_select(0, p1) * h.index_select(0, p2), self._angle_factor(cos), v1, v2)
             center = i.index_select(0, p1)
-            col = self.ang_map[species[center], self.pair_id[zj[p1], zj[p2]]]  # (T, K)
-            out.index_add_(0, (center[:, None] * (F + 1) + col).reshape(-1), val.reshape(-1))
+            out.index_add_(0, (center[:, None] * (F + 1) + ang_col).reshape(-1), val.reshape(-1))
         return out.view(n_atoms, F + 1)[:, :F]
+
+    def jacobian(self, vec: torch.Tensor, species: torch.Tensor, edge_index: torch.Tensor):
+        """Descriptors G (n_atoms, F) and their derivatives with respect to each pair vector,
+        J (n_pairs, F, 3) with J[p, f] = ∂G[i(p), f] / ∂r_p (each G_i depends only on the pairs
+        centred on i). Used to train without recomputing descriptors (n2p2's approach).
+
+        The one-variable factors are differentiated by forward-mode AD (``_with_derivative``) and
+        combined by the product and chain rules, so no formula is written twice.
+        """
+        n_atoms, F = species.shape[0], self.n_features
+        vec = vec.detach()
+        r = torch.linalg.norm(vec, dim=-1)
+        unit = vec / r[:, None]
+        i = edge_index[0]
+        G = torch.zeros(n_atoms * (F + 1), dtype=vec.dtype, device=vec.device)
+        J = torch.zeros(vec.shape[0] * (F + 1), 3, dtype=vec.dtype, device=vec.device)
+        rad_col, p1, p2, ang_col = self._columns(species, edge_index, r)
+        if rad_col is not None:
+            val, dval = _with_derivative(self._radial_values, r)
+            G.index_add_(0, (i[:, None] * (F + 1) + rad_col).reshape(-1), val.reshape(-1))
+            pidx = torch.arange(vec.shape[0], device=vec.device)
+            J.index_add_(0, (pidx[:, None] * (F + 1) + rad_col).reshape(-1), (dval[:, :, None] * unit[:, None, :]).reshape(-1, 3))
+        if ang_col is not None:
+            h, dh = _with_derivative(self._pair_factor, r)
+            sel = lambda x, idx: x.index_select(0, idx).index_select(1, self.ang_u)  # noqa: E731
+            h1, dh1, h2, dh2 = sel(h, p1), sel(dh, p1), sel(h, p2), sel(dh, p2)  # (T, K)
+            u1, u2 = unit.index_select(0, p1), unit.index_select(0, p2)
+            r1, r2 = r.index_select(0, p1)[:, None], r.index_select(0, p2)[:, None]
+            cos = (u1 * u2).sum(-1)
+            a, da = (x.index_select(1, self.ang_v) for x in _with_derivative(self._angle_factor, cos))
+            d12 = vec.index_select(0, p2) - vec.index_select(0, p1)
+            rjk = torch.linalg.norm(d12, dim=-1)
+            if len(self.ang_third):
+                t, dt = (x.index_select(1, self.ang_w) for x in _with_derivative(self._third_factor, rjk))
+            else:
+                t, dt = torch.ones_like(h1), torch.zeros_like(h1)
+            ujk = d12 / rjk[:, None]
+            val = h1 * h2 * a * t
+            s1, s2 = dh1 * h2 * a * t, h1 * dh2 * a * t  # ∂/∂r1, ∂/∂r2
+            sc, sj = h1 * h2 * da * t, h1 * h2 * a * dt  # ∂/∂cos, ∂/∂r_jk
+            dcos1 = (u2 - cos[:, None] * u1)[:, None, :] / r1[:, :, None]  # ∂cos/∂v1
+            dcos2 = (u1 - cos[:, None] * u2)[:, None, :] / r2[:, :, None]
+            d1 = s1[..., None] * u1[:, None, :] + sc[..., None] * dcos1 - sj[..., None] * ujk[:, None, :]
+            d2 = s2[..., None] * u2[:, None, :] + sc[..., None] * dcos2 + sj[..., None] * ujk[:, None, :]
+            center = i.index_select(0, p1)
+            G.index_add_(0, (center[:, None] * (F + 1) + ang_col).reshape(-1), val.reshape(-1))
+            J.index_add_(0, (p1[:, None] * (F + 1) + ang_col).reshape(-1), d1.reshape(-1, 3))
+            J.index_add_(0, (p2[:, None] * (F + 1) + ang_col).reshape(-1), d2.reshape(-1, 3))
+        return G.view(n_atoms, F + 1)[:, :F], J.view(vec.shape[0], F + 1, 3)[:, :F]
+
+
+def _with_derivative(fn, x: torch.Tensor):
+    """fn(x) and d fn / dx for a row-wise function of one scalar per row (forward-mode AD)."""
+    from torch.func import jvp
+
+    return jvp(fn, (x,), (torch.ones_like(x),))
 
 
 def _int_pow(base: torch.Tensor, zeta: torch.Tensor) -> torch.Tensor:

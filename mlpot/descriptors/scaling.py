@@ -45,6 +45,11 @@ class FeatureScaler(nn.Module):
             self.register_buffer(name, torch.zeros(shape, dtype=torch.float64))
         self.register_buffer("a", torch.ones(shape, dtype=torch.float64))
 
+    def config(self) -> dict:
+        """Plain-data constructor arguments; the statistics and (a, b) live in the buffers."""
+        n_el, F = self.a.shape
+        return {"n_elements": int(n_el), "n_features": int(F), "mode": self.mode, "smin": self.smin, "smax": self.smax}
+
     def set_stats(self, gmin, gmax, gmean, gsigma):
         for name, v in zip(("gmin", "gmax", "gmean", "gsigma"), (gmin, gmax, gmean, gsigma)):
             getattr(self, name).copy_(torch.as_tensor(v, dtype=self.a.dtype))

@@ -22,7 +22,15 @@ from ase.data import atomic_numbers
 from mlpot.descriptors.acsf import ACSF, SymmetryFunction
 from mlpot.descriptors.cutoff import N2P2_CUTOFF_TYPES
 from mlpot.descriptors.scaling import FeatureScaler
-from mlpot.errors import DataError, EmptyFileError, InputNNError, ScalingDataError, WeightsFileError
+from mlpot.errors import (
+    DataError,
+    DataPathError,
+    EmptyFileError,
+    InputNNError,
+    NonFiniteError,
+    ScalingDataError,
+    WeightsFileError,
+)
 from mlpot.models.hdnnp import HDNNP
 from mlpot.models.potential import Potential
 
@@ -37,15 +45,21 @@ UNSUPPORTED = ("normalize_nodes", "element_nodes_short", "element_activation_sho
 
 def _float(tok: str, exc, path, line):
     try:
-        return float(tok.replace("D", "E").replace("d", "e"))
+        value = float(tok.replace("D", "E").replace("d", "e"))
     except ValueError:
         raise exc(f"'{tok}' is not a number", path, line) from None
+    if not np.isfinite(value):
+        raise exc(f"'{tok}' is not a finite number", path, line)
+    return value
 
 
 def _lines(path: Path, exc):
     if not path.is_file():
         raise exc("file not found", str(path))
-    text = path.read_text()
+    try:
+        text = path.read_text()
+    except UnicodeDecodeError:
+        raise exc("not a text file", str(path)) from None
     out = []
     for n, raw in enumerate(text.splitlines(), start=1):
         line = raw.split("#", 1)[0].strip()
@@ -86,6 +100,8 @@ def read_input_nn(path) -> dict:
                 raise InputNNError(f"{key} needs a value", src, n)
             settings[key] = _float(args[0], InputNNError, src, n)
         elif key == "global_hidden_layers_short":
+            if not args:
+                raise InputNNError(f"{key} needs a value", src, n)
             settings[key] = int(_float(args[0], InputNNError, src, n))
         elif key == "global_nodes_short":
             settings[key] = [int(_float(a, InputNNError, src, n)) for a in args]
@@ -183,6 +199,8 @@ def read_scaling(path, n_per_element: list[int]) -> np.ndarray:
             raise ScalingDataError("element and function indices must be integers", src, n) from None
         if not (0 <= e < len(n_per_element)) or not (0 <= k < n_per_element[e]):
             raise ScalingDataError(f"index ({e + 1}, {k + 1}) out of range", src, n)
+        if not np.isnan(out[e, k, 0]):
+            raise ScalingDataError(f"row for element {e + 1}, function {k + 1} given twice", src, n)
         out[e, k] = [_float(t, ScalingDataError, src, n) for t in tok[2:]]
     for e, cnt in enumerate(n_per_element):
         missing = np.flatnonzero(np.isnan(out[e, :cnt, 0]))
@@ -214,17 +232,28 @@ def read_weights(path, layer_sizes: list[int]) -> list[tuple[np.ndarray, np.ndar
             ls, ns, le, ne = idx
             if not (0 <= ls < len(Ws) and le == ls + 1 and 1 <= ns <= layer_sizes[ls] and 1 <= ne <= layer_sizes[le]):
                 raise WeightsFileError(f"connection {ls}:{ns} -> {le}:{ne} does not fit the network", src, n)
+            if not np.isnan(Ws[ls][ne - 1, ns - 1]):
+                raise WeightsFileError(f"connection {ls}:{ns} -> {le}:{ne} given twice", src, n)
             Ws[ls][ne - 1, ns - 1] = value
         elif tok[1] == "b" and len(idx) == 2:
             le, ne = idx
             if not (1 <= le <= len(bs) and 1 <= ne <= layer_sizes[le]):
                 raise WeightsFileError(f"bias {le}:{ne} does not fit the network", src, n)
+            if not np.isnan(bs[le - 1][ne - 1]):
+                raise WeightsFileError(f"bias {le}:{ne} given twice", src, n)
             bs[le - 1][ne - 1] = value
         else:
             raise WeightsFileError(f"connection type '{tok[1]}' unknown (a or b)", src, n)
     n_expected = sum(W.size + b.size for W, b in zip(Ws, bs))
-    if len(rows) != n_expected or any(np.isnan(W).any() for W in Ws) or any(np.isnan(b).any() for b in bs):
-        raise WeightsFileError(f"{len(rows)} connections for a network that has {n_expected}", src)
+    for ls, (W, b) in enumerate(zip(Ws, bs)):
+        if np.isnan(W).any():
+            ne, ns = np.argwhere(np.isnan(W))[0] + 1
+            raise WeightsFileError(f"connection {ls}:{ns} -> {ls + 1}:{ne} missing "
+                                   f"({len(rows)} connections for a network that has {n_expected})", src)
+        if np.isnan(b).any():
+            ne = np.flatnonzero(np.isnan(b))[0] + 1
+            raise WeightsFileError(f"bias {ls + 1}:{ne} missing "
+                                   f"({len(rows)} connections for a network that has {n_expected})", src)
     return list(zip(Ws, bs))
 
 
@@ -293,46 +322,68 @@ _ATOM_RE = re.compile(r"^atom$")
 
 def read_input_data(path, length_unit: float = 1.0, energy_unit: float = 1.0) -> list[Atoms]:
     """Structures of an n2p2 ``input.data`` file (positions, forces, energy) in Å and eV."""
-    from mlpot.data.frames import ENERGY, FORCES, set_label
+    from mlpot.data.frames import ENERGY, FORCES, check_structure, set_label
 
     path = Path(path)
     src = str(path)
+    if not path.exists():
+        raise DataPathError("no such file or directory", src)
     if not path.is_file() or path.stat().st_size == 0:
-        raise EmptyFileError("file is empty or missing", src)
+        raise EmptyFileError("file is empty or not a file", src)
+    try:
+        text = path.read_text()
+    except UnicodeDecodeError:
+        raise DataError("not a text file", src) from None
     frames, cur = [], None
-    for n, raw in enumerate(path.read_text().splitlines(), start=1):
+    for n, raw in enumerate(text.splitlines(), start=1):
         tok = raw.split()
         if not tok:
             continue
         key = tok[0]
         try:
             if key == "begin":
+                if cur is not None:
+                    raise DataError(f"line {n}: 'begin' before the 'end' of the previous structure", src, len(frames))
                 cur = {"lattice": [], "pos": [], "sym": [], "forces": [], "energy": None, "comment": ""}
             elif cur is None:
-                raise DataError(f"'{key}' outside begin/end", src, len(frames))
+                raise DataError(f"line {n}: '{key}' outside begin/end", src, len(frames))
             elif key == "comment":
                 cur["comment"] = raw.split(None, 1)[1] if len(tok) > 1 else ""
             elif key == "lattice":
+                if len(tok) < 4:
+                    raise ValueError
                 cur["lattice"].append([float(t) for t in tok[1:4]])
             elif key == "atom":
+                if len(tok) < 10:
+                    raise ValueError
+                if tok[4] not in atomic_numbers:
+                    raise DataError(f"line {n}: unknown element '{tok[4]}'", src, len(frames))
                 cur["pos"].append([float(t) for t in tok[1:4]])
                 cur["sym"].append(tok[4])
                 cur["forces"].append([float(t) for t in tok[7:10]])
             elif key == "energy":
                 cur["energy"] = float(tok[1])
             elif key == "end":
+                if len(cur["lattice"]) not in (0, 3):
+                    raise DataError(f"line {n}: {len(cur['lattice'])} lattice lines (need 0 or 3)", src, len(frames))
                 pbc = len(cur["lattice"]) == 3
                 atoms = Atoms(
                     cur["sym"], positions=np.array(cur["pos"]) * length_unit,
                     cell=np.array(cur["lattice"]) * length_unit if pbc else None, pbc=pbc,
                 )
                 atoms.info["comment"] = cur["comment"]
+                check_structure(atoms, src, len(frames))
+                labels = [cur["forces"]] if cur["energy"] is None else [cur["forces"], cur["energy"]]
+                if not all(np.all(np.isfinite(v)) for v in labels):
+                    raise NonFiniteError("NaN or inf in the energy or forces", src, len(frames))
                 if cur["energy"] is not None:
                     set_label(atoms, ENERGY, cur["energy"] * energy_unit)
                 set_label(atoms, FORCES, np.array(cur["forces"]) * energy_unit / length_unit)
                 atoms.info.update(mlpot_source=src, mlpot_frame=len(frames))
                 frames.append(atoms)
                 cur = None
+        except DataError:
+            raise
         except (ValueError, IndexError):
             raise DataError(f"line {n}: malformed '{key}' line", src, len(frames)) from None
     if cur is not None:

@@ -28,6 +28,11 @@ class HDNNP(nn.Module):
             torch.ones(n_el, dtype=torch.float64) if energy_scale is None else torch.as_tensor(energy_scale, dtype=torch.float64),
         )
 
+    def config(self) -> dict:
+        """Plain-data constructor arguments; ``e0``/``energy_scale`` and the weights live in the state dict."""
+        act = self.activation if isinstance(self.activation, str) else list(self.activation)
+        return {"n_features_per_element": list(self.nets.n_in), "hidden": list(self.hidden), "activation": act}
+
     def forward(self, x: torch.Tensor, species: torch.Tensor) -> torch.Tensor:
         nn_out = self.nets(x, species).squeeze(-1)
         return nn_out * self.energy_scale.to(x.dtype)[species] + self.e0.to(x.dtype)[species]

@@ -1,0 +1,297 @@
+"""The built-in default data set: fcc Cu and liquid Cu from ASE's EMT calculator.
+
+``generate_emt_cu()`` runs Langevin MD (ASE's own integrator) of a 3x3x3
+conventional fcc Cu supercell (108 atoms) at 300, 500, 700 and 900 K, plus a
+melt: the crystal is heated at 3000 K until it has melted, then equilibrated
+and sampled at 1400 K (EMT Cu melts near 1300 K). Every ``interval``-th step is
+kept. Each frame is labelled by an EMT evaluation of exactly the geometry that is
+written (positions are rounded to the 8 decimals that extxyz stores before
+evaluation), with energy, forces, stress (ASE sign, eV/Å³, Voigt 6) and
+per-atom energies ``energies``, and carries ``config_type`` (``md_300K`` ...,
+``melt_1400K``), ``trajectory`` (int id), ``step`` (MD step since the start of
+that trajectory) and ``temperature_K`` (the thermostat target) in ``info``.
+
+The file is cached: a JSON sidecar next to it (``emt_cu.json``) records the
+generation parameters, a format version and the file's SHA-256; the file is
+regenerated when any of these differ, when it is missing, or on ``force``.
+Generation is bit-for-bit deterministic for a given seed and parameters (on a
+given machine and ASE/NumPy version).
+
+CLI: ``python -m mlpot.data.builtin [--out PATH] [--force] [--seed N]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import multiprocessing
+import os
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import ase
+import ase.io
+import numpy as np
+from ase import Atoms, units
+from ase.build import bulk
+from ase.calculators.emt import EMT
+from ase.calculators.singlepoint import SinglePointCalculator
+from ase.constraints import FixCom
+from ase.md.langevin import Langevin
+from ase.md.velocitydistribution import Stationary
+
+try:  # ASE >= 3.29 (MaxwellBoltzmannDistribution is deprecated there)
+    from ase.md.velocitydistribution import thermalize_momenta as _thermalize
+except ImportError:  # pragma: no cover - older ASE
+    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
+
+    def _thermalize(atoms, temperature_K, rng):
+        MaxwellBoltzmannDistribution(atoms, temperature_K=temperature_K, rng=rng)
+
+FORMAT_VERSION = 1
+
+# EMT's equilibrium fcc lattice constant of Cu (Å): an EOS fit / 1-D minimisation of
+# the EMT energy of the conventional cell gives 3.589825; 3.5898 is within 3e-5 Å.
+LATTICE_CONSTANT = 3.5898
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_PATH = REPO_ROOT / "outputs" / "builtin" / "emt_cu.extxyz"
+
+# Fixed physics of the data set (recorded in the sidecar so that editing them regenerates).
+TEMPERATURES_K = (300.0, 500.0, 700.0, 900.0)
+MELT_TEMPERATURE_K = 1400.0
+HEAT_TEMPERATURE_K = 3000.0
+TIMESTEP_FS = 4.0
+FRICTION_PER_FS = 0.01  # Langevin friction (1/fs): 100 fs relaxation time
+INTERVAL = 4  # keep every 4th MD step
+
+# Size knobs (defaults: 5 trajectories x 110 frames = 550 frames, ~1 minute on one core)
+N_FRAMES_PER_TRAJ = 110
+REPEAT = 3
+EQUIL_STEPS = 150  # crystal trajectories: steps discarded before sampling (0.6 ps)
+HEAT_STEPS = 500  # melt: steps at HEAT_TEMPERATURE_K from the crystal (2 ps)
+MELT_EQUIL_STEPS = 250  # melt: steps at MELT_TEMPERATURE_K before sampling (1 ps)
+
+
+def generation_parameters(
+    seed: int = 0,
+    n_frames_per_traj: int = N_FRAMES_PER_TRAJ,
+    repeat: int = REPEAT,
+    equil_steps: int = EQUIL_STEPS,
+    heat_steps: int = HEAT_STEPS,
+    melt_equil_steps: int = MELT_EQUIL_STEPS,
+) -> dict:
+    """Every parameter that determines the file's content (JSON-compatible)."""
+    for name, value, low in (
+        ("n_frames_per_traj", n_frames_per_traj, 1),
+        ("repeat", repeat, 1),
+        ("equil_steps", equil_steps, 0),
+        ("heat_steps", heat_steps, 0),
+        ("melt_equil_steps", melt_equil_steps, 0),
+    ):
+        if int(value) != value or value < low:
+            raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+    return {
+        "seed": int(seed),
+        "element": "Cu",
+        "lattice_constant": LATTICE_CONSTANT,
+        "repeat": int(repeat),
+        "temperatures_K": list(TEMPERATURES_K),
+        "melt_temperature_K": MELT_TEMPERATURE_K,
+        "heat_temperature_K": HEAT_TEMPERATURE_K,
+        "timestep_fs": TIMESTEP_FS,
+        "friction_per_fs": FRICTION_PER_FS,
+        "interval": INTERVAL,
+        "n_frames_per_traj": int(n_frames_per_traj),
+        "equil_steps": int(equil_steps),
+        "heat_steps": int(heat_steps),
+        "melt_equil_steps": int(melt_equil_steps),
+    }
+
+
+def _stored_positions(positions: np.ndarray) -> np.ndarray:
+    """Positions exactly as extxyz stores them (``%16.8f``), so labels match the written geometry."""
+    return np.array([float(f"{v:.8f}") for v in positions.ravel()]).reshape(positions.shape)
+
+
+LABEL_PROPERTIES = ("energy", "forces", "stress", "energies")
+
+
+def _label_current(atoms: Atoms, info: dict) -> Atoms:
+    """Label the MD state with its own EMT calculator and return a wrapped, stored-precision copy.
+
+    The MD positions are first rounded to the 8 decimals that extxyz keeps (a change of at
+    most 5e-9 Å, applied to the trajectory itself so that it stays deterministic), so the
+    labels belong to exactly the geometry that is written. Reusing the MD's calculator
+    avoids a fresh neighbour-list build per frame.
+    """
+    atoms.positions = _stored_positions(atoms.positions)
+    results = {name: np.array(atoms.calc.get_property(name, atoms), dtype=np.float64) for name in LABEL_PROPERTIES}
+    frame = Atoms(numbers=atoms.numbers, positions=atoms.positions, cell=atoms.cell.array, pbc=True)
+    frame.wrap()
+    frame.positions = _stored_positions(frame.positions)
+    frame.calc = SinglePointCalculator(frame, **results)
+    frame.info.update(info)
+    return frame
+
+
+def _langevin(atoms, dt, temperature, friction, rng) -> Langevin:
+    return Langevin(atoms, dt, temperature_K=temperature, friction=friction, fixcm=False, rng=rng)
+
+
+def _trajectory(params: dict, traj_id: int, config_type: str, stages: list[tuple[float, int]]) -> list[Atoms]:
+    """One MD run: ``stages`` of (temperature, steps) discarded, then sampling at the last temperature."""
+    rng = np.random.default_rng(np.random.SeedSequence([params["seed"], traj_id]))
+    atoms = bulk(params["element"], "fcc", a=params["lattice_constant"], cubic=True).repeat(params["repeat"])
+    atoms.calc = EMT()
+    atoms.set_constraint(FixCom())  # with fixcm=False below (ASE's recommended form since 3.28)
+    t_first = stages[0][0]
+    _thermalize(atoms, t_first, rng=rng)  # Maxwell-Boltzmann momenta
+    Stationary(atoms)
+    dt = params["timestep_fs"] * units.fs
+    friction = params["friction_per_fs"] / units.fs
+    step = 0
+    for temperature, n_steps in stages:
+        if n_steps:
+            _langevin(atoms, dt, temperature, friction, rng).run(n_steps)
+            step += n_steps
+    t_sample = stages[-1][0]
+    dyn = _langevin(atoms, dt, t_sample, friction, rng)
+    frames = []
+    for _ in range(params["n_frames_per_traj"]):
+        dyn.run(params["interval"])
+        step += params["interval"]
+        info = {"config_type": config_type, "trajectory": traj_id, "step": step, "temperature_K": t_sample}
+        frames.append(_label_current(atoms, info))
+    return frames
+
+
+def _jobs(params: dict) -> list[tuple[int, str, list[tuple[float, int]]]]:
+    """(trajectory id, config_type, stages) of every trajectory, in file order."""
+    jobs = [(k, f"md_{t:.0f}K", [(t, params["equil_steps"])]) for k, t in enumerate(params["temperatures_K"])]
+    melt = params["melt_temperature_K"]
+    stages = [(params["heat_temperature_K"], params["heat_steps"]), (melt, params["melt_equil_steps"])]
+    jobs.append((len(jobs), f"melt_{melt:.0f}K", stages))
+    return jobs
+
+
+def _run_job(args) -> list[Atoms]:
+    params, job = args
+    return _trajectory(params, *job)
+
+
+def generate_frames(seed: int = 0, workers: int = 1, **knobs) -> list[Atoms]:
+    """The labelled frames of the data set, in memory (see :func:`generation_parameters` for ``knobs``).
+
+    ``workers > 1`` runs the (independent) trajectories in that many forked processes; the
+    result is identical to the serial one. Forking is only used where the platform offers it.
+    """
+    params = generation_parameters(seed, **knobs)
+    jobs = _jobs(params)
+    workers = max(1, min(int(workers), len(jobs)))
+    if workers > 1 and "fork" in multiprocessing.get_all_start_methods():
+        ctx = multiprocessing.get_context("fork")
+        # longest job (the melt) first so that it overlaps the others
+        order = sorted(range(len(jobs)), key=lambda k: -sum(n for _, n in jobs[k][2]))
+        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+            done = dict(zip(order, pool.map(_run_job, [(params, jobs[k]) for k in order])))
+        per_traj = [done[k] for k in range(len(jobs))]
+    else:
+        per_traj = [_trajectory(params, *job) for job in jobs]
+    return [frame for frames in per_traj for frame in frames]
+
+
+def sidecar_path(path: str | os.PathLike) -> Path:
+    """The JSON sidecar of a data file: same folder and stem, ``.json``."""
+    return Path(path).with_suffix(".json")
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _cached(path: Path, params: dict) -> bool:
+    side = sidecar_path(path)
+    if not (path.is_file() and side.is_file()):
+        return False
+    try:
+        meta = json.loads(side.read_text())
+    except (OSError, ValueError):
+        return False
+    return (
+        isinstance(meta, dict)
+        and meta.get("format_version") == FORMAT_VERSION
+        and meta.get("parameters") == params
+        and meta.get("sha256") == _sha256(path)
+    )
+
+
+def _write_atomic(path: Path, write) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def generate_emt_cu(
+    path: str | os.PathLike | None = None, seed: int = 0, force: bool = False, workers: int = 1, **knobs
+) -> Path:
+    """Write (or reuse) the built-in EMT Cu data set as one extxyz file and return its path.
+
+    ``path`` defaults to ``<repo>/outputs/builtin/emt_cu.extxyz``; the sidecar
+    ``<stem>.json`` sits next to it. ``knobs`` are the size parameters of
+    :func:`generation_parameters` (``n_frames_per_traj``, ``repeat``,
+    ``equil_steps``, ``heat_steps``, ``melt_equil_steps``). ``workers`` (processes used
+    when generating) does not change the content.
+    """
+    path = Path(DEFAULT_PATH if path is None else path)
+    params = generation_parameters(seed, **knobs)
+    if not force and _cached(path, params):
+        return path
+    frames = generate_frames(seed, workers=workers, **knobs)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _write_atomic(path, lambda tmp: ase.io.write(tmp, frames, format="extxyz"))
+    meta = {
+        "format_version": FORMAT_VERSION,
+        "parameters": params,
+        "n_frames": len(frames),
+        "config_types": sorted({f.info["config_type"] for f in frames}),
+        "sha256": _sha256(path),
+        "ase_version": ase.__version__,
+        "numpy_version": np.__version__,
+    }
+    _write_atomic(sidecar_path(path), lambda tmp: tmp.write_text(json.dumps(meta, indent=2) + "\n"))
+    return path
+
+
+def n_frames(path: str | os.PathLike) -> int:
+    """Number of frames of a generated file, from its sidecar (falls back to reading the file)."""
+    try:
+        return int(json.loads(sidecar_path(path).read_text())["n_frames"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return len(ase.io.read(path, index=":", format="extxyz"))
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m mlpot.data.builtin", description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=None, help=f"output file (default {DEFAULT_PATH})")
+    parser.add_argument("--force", action="store_true", help="regenerate even if a matching file exists")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--workers", type=int, default=min(5, os.cpu_count() or 1),
+                        help="processes for the independent trajectories (default: up to 5 CPUs)")
+    args = parser.parse_args(argv)
+    path = generate_emt_cu(args.out, seed=args.seed, force=args.force, workers=args.workers)
+    print(f"{path} {n_frames(path)} frames")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,108 @@
+"""``mlpot-train``: the Hydra app that trains a potential (no science here; see mlpot/training).
+
+    mlpot-train                                   # built-in EMT Cu data, default model
+    mlpot-train experiment=mlearn data.path=../shared/data/mlearn/Mo
+    mlpot-train -m descriptor.cutoff=5,6 seed=1,2,3
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import hydra
+import pytorch_lightning as pl
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from mlpot.descriptors.scaling import FeatureScaler
+from mlpot.models.potential import Potential
+from mlpot.training.module import PotentialModule
+
+CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+def _run_dir(cfg) -> Path:
+    if cfg.get("run_dir"):
+        return Path(cfg.run_dir)
+    return Path(HydraConfig.get().runtime.output_dir)
+
+
+def build(cfg: DictConfig):
+    """Data module, potential (with training statistics) and LightningModule from a composed config."""
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    if cfg.dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {list(DTYPES)}, got {cfg.dtype!r}")
+    dtype = DTYPES[cfg.dtype]
+    dm = instantiate(cfg.data)
+    dm.load()
+    weights = instantiate(cfg.loss)
+    dm.check_labels(weights.needs())
+    with open_dict(cfg):
+        cfg.elements = list(dm.elements)
+    descriptor = instantiate(cfg.descriptor)
+    dm.build_cache(descriptor, descriptor.cutoff, dtype)
+    with open_dict(cfg):  # training-split statistics, computed once, injected into the config
+        if cfg.model.get("e0") is None:
+            cfg.model.e0 = dm.reference_energies()
+    head = instantiate(cfg.model, n_features_per_element=descriptor.n_features_per_element)
+    scaler = FeatureScaler(len(dm.elements), descriptor.n_features, **cfg.scaling)
+    scaler.fit(*dm.train_descriptors())
+    potential = Potential(dm.elements, descriptor, head, scaler, metadata={"units": {"energy": "eV", "length": "Å"}})
+    potential = potential.to(dtype)
+    module = PotentialModule(potential, weights, optimizer=instantiate(cfg.optim.optimizer),
+                             scheduler=instantiate(cfg.optim.scheduler) if cfg.optim.get("scheduler") else None,
+                             monitor=cfg.optim.monitor)
+    return dm, potential, module
+
+
+def run(cfg: DictConfig) -> dict:
+    """Train, test, export; returns the metrics written to metrics.json."""
+    run_dir = _run_dir(cfg)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    dm, potential, module = build(cfg)
+    loggers = [instantiate(lg) for lg in cfg.logger.values()] if cfg.get("logger") else []
+    callbacks = [instantiate(cb) for cb in cfg.callbacks.values()] if cfg.get("callbacks") else []
+    trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks, default_root_dir=str(run_dir))
+    if trainer.is_global_zero:
+        (run_dir / "config_resolved.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    t0 = time.perf_counter()
+    trainer.fit(module, datamodule=dm, ckpt_path=cfg.get("ckpt_path"))
+    train_seconds = time.perf_counter() - t0
+    has_best = any(getattr(cb, "best_model_path", "") for cb in trainer.checkpoint_callbacks)
+    trainer.test(module, datamodule=dm, ckpt_path="best" if has_best else None, verbose=False)
+    metrics = {**module.test_results, "train_seconds": train_seconds, "epochs": trainer.current_epoch}
+    if module.history:
+        last = module.history[-1]
+        metrics.update({k: v for k, v in last.items() if k.startswith(("train/", "val/"))})
+    if trainer.is_global_zero:
+        _write_artefacts(cfg, run_dir, dm, module, metrics)
+    return metrics
+
+
+def _write_artefacts(cfg, run_dir: Path, dm, module, metrics: dict) -> None:
+    from mlpot.export import save
+    from mlpot.training.report import parity_data, plot_learning_curves, plot_parity, write_metrics
+
+    potential = module.potential.eval()
+    write_metrics(run_dir / "metrics.json", {k: v for k, v in metrics.items() if not k.endswith("_count")})
+    (run_dir / "history.json").write_text(json.dumps(module.history, indent=1))
+    plot_parity(parity_data(potential, dm.records["test"]), run_dir)
+    plot_learning_curves(module.history, run_dir)
+    if cfg.get("export", True):
+        save(potential, run_dir / "model.pt", extra={"config": OmegaConf.to_container(cfg, resolve=True),
+                                                       "metrics": metrics})
+
+
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    metrics = run(cfg)
+    return metrics.get(cfg.get("objective", "val/loss"))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,97 @@
+"""The LightningModule: loss terms, metrics, optimiser and scheduler."""
+
+from __future__ import annotations
+
+import time
+
+import pytorch_lightning as pl
+import torch
+
+from mlpot.training.cache import predict_cached
+from mlpot.training.losses import ErrorAccumulator, LossWeights, errors, loss
+
+
+class PotentialModule(pl.LightningModule):
+    """Trains a :class:`~mlpot.Potential` on cached batches (see ``mlpot.training.cache``).
+
+    ``optimizer`` and ``scheduler`` are partials (Hydra ``_partial_: true``):
+    ``optimizer(params)`` and ``scheduler(optimizer)``.
+    """
+
+    def __init__(self, potential, loss_weights: LossWeights | dict | None = None, optimizer=None, scheduler=None,
+                 monitor: str = "val/loss"):
+        super().__init__()
+        self.potential = potential
+        self.weights = loss_weights if isinstance(loss_weights, LossWeights) else LossWeights(**(loss_weights or {}))
+        self.optimizer_factory = optimizer or (lambda p: torch.optim.AdamW(p, lr=1e-3))
+        self.scheduler_factory = scheduler
+        self.monitor = monitor
+        self.acc = {"train": ErrorAccumulator(), "val": ErrorAccumulator(), "test": ErrorAccumulator()}
+        self.history: list[dict] = []
+        self.test_results: dict = {}
+        self._t0 = None
+
+    # -- steps -----------------------------------------------------------------------------------
+    def _step(self, batch, stage: str):
+        training = stage == "train"
+        with torch.enable_grad():
+            pred = predict_cached(self.potential, batch, forces=True, stress=self.weights.needs_stress() or not training,
+                                  create_graph=training)
+        err = errors(pred, batch)
+        self.acc[stage].update(err)
+        return loss(err, self.weights) if training else None
+
+    def training_step(self, batch, batch_idx):
+        value = self._step(batch, "train")
+        self.log("train/loss_step", value.detach(), batch_size=int(batch["n_atoms"].shape[0]), prog_bar=True)
+        return value
+
+    def validation_step(self, batch, batch_idx):
+        self._step(batch, "val")
+
+    def test_step(self, batch, batch_idx):
+        self._step(batch, "test")
+
+    # -- epoch ends: exact metrics (sums all-reduced across processes) -----------------------------
+    def _reduce(self, t: torch.Tensor) -> torch.Tensor:
+        if self.trainer is not None and self.trainer.world_size > 1:
+            return self.trainer.strategy.reduce(t.to(self.device), reduce_op="sum").cpu()
+        return t
+
+    def _finish(self, stage: str) -> dict:
+        metrics = self.acc[stage].compute(self._reduce)
+        self.acc[stage].reset()
+        w = self.weights
+        terms = {"energy_per_atom": w.energy, "forces": w.forces, "stress": w.stress, "atomic_energies": w.atomic_energies}
+        metrics["loss"] = sum(v * metrics.get(f"{k}_rmse", 0.0) ** 2 for k, v in terms.items() if v > 0)
+        return {f"{stage}/{k}": v for k, v in metrics.items()}
+
+    def on_train_epoch_start(self):
+        if self._t0 is None:
+            self._t0 = time.perf_counter()
+
+    def on_train_epoch_end(self):
+        m = self._finish("train")
+        self.log_dict({k: v for k, v in m.items() if not k.endswith("_count")}, sync_dist=False)
+        self._last_train = m
+
+    def on_validation_epoch_end(self):
+        m = self._finish("val")
+        self.log_dict({k: v for k, v in m.items() if not k.endswith("_count")}, sync_dist=False, prog_bar=False)
+        if not self.trainer.sanity_checking:
+            row = {"epoch": self.current_epoch, "lr": self.trainer.optimizers[0].param_groups[0]["lr"], **m}
+            row.update(getattr(self, "_last_train", {}))
+            self.history.append(row)
+
+    def on_test_epoch_end(self):
+        m = self._finish("test")
+        self.log_dict({k: v for k, v in m.items() if not k.endswith("_count")}, sync_dist=False)
+        self.test_results = m
+
+    # -- optimisation -----------------------------------------------------------------------------
+    def configure_optimizers(self):
+        opt = self.optimizer_factory(self.potential.parameters())
+        if self.scheduler_factory is None:
+            return opt
+        sched = self.scheduler_factory(opt)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "monitor": self.monitor, "interval": "epoch"}}

@@ -1,0 +1,92 @@
+#!/usr/bin/env python
+"""Table of a Hydra sweep: one row per run (its overrides and its metrics.json), and mean ± std
+over seeds for runs that differ only in ``seed``.
+
+    python scripts/summarize_runs.py outputs/multirun/2026-11-21_18-00-00 [--metrics test/forces_rmse ...] [--csv out.csv]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import statistics
+import sys
+from pathlib import Path
+
+DEFAULT_METRICS = ["test/energy_per_atom_rmse", "test/energy_per_atom_mae", "test/forces_rmse", "test/forces_mae",
+                   "train_seconds"]
+
+
+def load_runs(folder: Path) -> list[dict]:
+    runs = []
+    for metrics_file in sorted(folder.rglob("metrics.json")):
+        run = metrics_file.parent
+        overrides_file = run / ".hydra" / "overrides.yaml"
+        overrides = []
+        if overrides_file.exists():
+            overrides = [ln[2:].strip() for ln in overrides_file.read_text().splitlines() if ln.startswith("- ")]
+        runs.append({"run": str(run.relative_to(folder)), "overrides": overrides,
+                     "metrics": json.loads(metrics_file.read_text())})
+    return runs
+
+
+def _fmt(x) -> str:
+    if x is None:
+        return "-"
+    return f"{x:.4g}" if isinstance(x, float) else str(x)
+
+
+def table(rows: list[list], header: list[str]) -> str:
+    cells = [header] + [[_fmt(c) for c in r] for r in rows]
+    widths = [max(len(r[k]) for r in cells) for k in range(len(header))]
+    line = lambda r: "  ".join(c.ljust(w) for c, w in zip(r, widths))  # noqa: E731
+    return "\n".join([line(cells[0]), line(["-" * w for w in widths])] + [line(r) for r in cells[1:]])
+
+
+def summarize(folder: Path, metrics: list[str]) -> tuple[str, str, list[list]]:
+    runs = load_runs(folder)
+    if not runs:
+        raise SystemExit(f"{folder}: no metrics.json found")
+    rows = [[r["run"], " ".join(r["overrides"])] + [r["metrics"].get(m) for m in metrics] for r in runs]
+    per_run = table(rows, ["run", "overrides"] + metrics)
+    groups: dict[str, list[dict]] = {}
+    for r in runs:
+        key = " ".join(o for o in r["overrides"] if not o.startswith("seed="))
+        groups.setdefault(key, []).append(r["metrics"])
+    grouped = []
+    for key, ms in groups.items():
+        row = [key or "(defaults)", len(ms)]
+        for m in metrics:
+            vals = [x[m] for x in ms if m in x]
+            if not vals:
+                row.append(None)
+            elif len(vals) == 1:
+                row.append(f"{vals[0]:.4g}")
+            else:
+                row.append(f"{statistics.mean(vals):.4g} ± {statistics.stdev(vals):.2g}")
+        grouped.append(row)
+    return per_run, table(grouped, ["settings", "n"] + metrics), grouped
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("folder", type=Path)
+    ap.add_argument("--metrics", nargs="+", default=DEFAULT_METRICS)
+    ap.add_argument("--csv", type=Path, default=None)
+    args = ap.parse_args(argv)
+    per_run, grouped_table, grouped = summarize(args.folder, args.metrics)
+    print(per_run)
+    print()
+    print("mean ± std over seeds")
+    print(grouped_table)
+    if args.csv:
+        with open(args.csv, "w", newline="") as fh:
+            w = csv.writer(fh)
+            w.writerow(["settings", "n"] + args.metrics)
+            w.writerows(grouped)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
