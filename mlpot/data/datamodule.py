@@ -77,8 +77,7 @@ class AtomsDataModule(pl.LightningDataModule):
         frames = self._read(files)
         if self.test_file:
             test = self._read(_files(self.path, self.test_file, self.pattern))
-            train_idx, val_idx = carve_validation(list(range(len(frames))), self.val_fraction,
-                                                  self.split.get("seed", 0), source=source)
+            train_idx, val_idx = carve_validation(list(range(len(frames))), self.val_fraction, self.split.get("seed", 0))
             split = {"train": train_idx, "val": val_idx}
             self.frames = {k: [frames[i] for i in v] for k, v in split.items()}
             self.frames["test"] = test

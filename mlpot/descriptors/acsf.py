@@ -274,24 +274,33 @@ class ACSF(nn.Module):
             r1, r2 = r.index_select(0, p1)[:, None], r.index_select(0, p2)[:, None]
             cos = (u1 * u2).sum(-1)
             a, da = (x.index_select(1, self.ang_v) for x in _with_derivative(self._angle_factor, cos))
-            d12 = vec.index_select(0, p2) - vec.index_select(0, p1)
-            rjk = torch.linalg.norm(d12, dim=-1)
-            if len(self.ang_third):
+            narrow = len(self.ang_third) > 0
+            if narrow:  # fold the r_jk factor t into a; keep a·dt for ∂/∂r_jk
+                d12 = vec.index_select(0, p2) - vec.index_select(0, p1)
+                rjk = torch.linalg.norm(d12, dim=-1)
                 t, dt = (x.index_select(1, self.ang_w) for x in _with_derivative(self._third_factor, rjk))
-            else:
-                t, dt = torch.ones_like(h1), torch.zeros_like(h1)
-            ujk = d12 / rjk[:, None]
-            val = h1 * h2 * a * t
-            s1, s2 = dh1 * h2 * a * t, h1 * dh2 * a * t  # ∂/∂r1, ∂/∂r2
-            sc, sj = h1 * h2 * da * t, h1 * h2 * a * dt  # ∂/∂cos, ∂/∂r_jk
-            dcos1 = (u2 - cos[:, None] * u1)[:, None, :] / r1[:, :, None]  # ∂cos/∂v1
-            dcos2 = (u1 - cos[:, None] * u2)[:, None, :] / r2[:, :, None]
-            d1 = s1[..., None] * u1[:, None, :] + sc[..., None] * dcos1 - sj[..., None] * ujk[:, None, :]
-            d2 = s2[..., None] * u2[:, None, :] + sc[..., None] * dcos2 + sj[..., None] * ujk[:, None, :]
+                a_dt, a, da = a * dt, a * t, da * t
+            base = h1 * h2
+            val = base * a
+            sc = base * da  # ∂val/∂cos
+            # ∂cos/∂v1 = (u2 - cos u1) / r1. Terms along the pair's own unit vector are scattered as
+            # scalars and multiplied by it once per pair; only the cross terms need (T, K, 3).
+            along1 = dh1 * h2 * a - sc * cos[:, None] / r1
+            along2 = h1 * dh2 * a - sc * cos[:, None] / r2
+            d1 = (sc / r1)[..., None] * u2[:, None, :]
+            d2 = (sc / r2)[..., None] * u1[:, None, :]
+            if narrow:
+                sj = (base * a_dt)[..., None] * (d12 / rjk[:, None])[:, None, :]  # ∂val/∂r_jk ⊗ ∂r_jk/∂v2
+                d1 = d1 - sj
+                d2 = d2 + sj
             center = i.index_select(0, p1)
             G.index_add_(0, (center[:, None] * (F + 1) + ang_col).reshape(-1), val.reshape(-1))
             J.index_add_(0, (p1[:, None] * (F + 1) + ang_col).reshape(-1), d1.reshape(-1, 3))
             J.index_add_(0, (p2[:, None] * (F + 1) + ang_col).reshape(-1), d2.reshape(-1, 3))
+            scal = torch.zeros(vec.shape[0] * (F + 1), dtype=vec.dtype, device=vec.device)
+            scal.index_add_(0, (p1[:, None] * (F + 1) + ang_col).reshape(-1), along1.reshape(-1))
+            scal.index_add_(0, (p2[:, None] * (F + 1) + ang_col).reshape(-1), along2.reshape(-1))
+            J.add_(scal[:, None] * unit.repeat_interleave(F + 1, dim=0))
         return G.view(n_atoms, F + 1)[:, :F], J.view(vec.shape[0], F + 1, 3)[:, :F]
 
 
@@ -320,8 +329,9 @@ def grid_functions(
 ) -> list[SymmetryFunction]:
     """Symmetry functions on a parameter grid, for every central element and neighbour (pair).
 
-    radial: {eta: [...], rs: [...]} (all combinations);
-    angular: {type: 3|9, eta: [...], zeta: [...], lambda: [...], rs: [...]}, or a list of such.
+    radial: {eta: [...], rs: [...], rc: optional} (all combinations);
+    angular: {type: 3|9, eta: [...], zeta: [...], lambda: [...], rs: [...], rc: optional}, or a list of such.
+    ``rc`` in a spec overrides the shared cutoff (e.g. a shorter angular cutoff, as in ANI).
     """
     elements = list(elements)
     out = []
@@ -330,7 +340,8 @@ def grid_functions(
         if radial:
             for nb in elements:
                 for eta, rs in itertools.product(radial["eta"], radial.get("rs", [0.0])):
-                    out.append(SymmetryFunction(2, c, (nb,), float(eta), rs=float(rs), **common))
+                    out.append(SymmetryFunction(2, c, (nb,), float(eta), rs=float(rs),
+                                                **{**common, "rc": float(radial.get("rc") or cutoff)}))
         for spec in [angular] if isinstance(angular, Mapping) else (angular or []):
             for pair in itertools.combinations_with_replacement(elements, 2):
                 for eta, zeta, lam, rs in itertools.product(
@@ -339,7 +350,7 @@ def grid_functions(
                     out.append(
                         SymmetryFunction(
                             int(spec.get("type", 9)), c, pair, float(eta), rs=float(rs), zeta=float(zeta),
-                            lam=float(lam), **common,
+                            lam=float(lam), **{**common, "rc": float(spec.get("rc") or cutoff)},
                         )
                     )
     return out

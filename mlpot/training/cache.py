@@ -26,7 +26,7 @@ def precompute(descriptor, frames, elements, cutoff, dtype=torch.float32, chunk:
     records = []
     for start in range(0, len(frames), chunk):
         part = frames[start : start + chunk]
-        g = atoms_to_graph(part, elements, cutoff, dtype=torch.float64).to(device)
+        g = atoms_to_graph(part, elements, cutoff, dtype=dtype).to(device)
         vec = edge_vectors(g.positions, g.edge_index, g.shifts, g.cell, g.batch)
         with torch.no_grad():
             G, J = descriptor.to(device).jacobian(vec, g.species, g.edge_index)
