@@ -19,7 +19,8 @@ regenerated when any of these differ, when it is missing, or on ``force``.
 Generation is bit-for-bit deterministic for a given seed and parameters (on a
 given machine and ASE/NumPy version).
 
-CLI: ``python -m mlpot.data.builtin [--out PATH] [--force] [--seed N] [--workers N]``.
+CLI: ``python -m mlpot.data.builtin [--out PATH] [--force] [--seed N] [--workers N] [--repeat N] ...``
+(``--help`` lists the size knobs).
 """
 
 from __future__ import annotations
@@ -78,6 +79,14 @@ REPEAT = 3
 EQUIL_STEPS = 150  # crystal trajectories: steps discarded before sampling (0.6 ps)
 HEAT_STEPS = 500  # melt: steps at HEAT_TEMPERATURE_K from the crystal (2 ps)
 MELT_EQUIL_STEPS = 250  # melt: steps at MELT_TEMPERATURE_K before sampling (1 ps)
+
+KNOBS = {
+    "n_frames_per_traj": N_FRAMES_PER_TRAJ,
+    "repeat": REPEAT,
+    "equil_steps": EQUIL_STEPS,
+    "heat_steps": HEAT_STEPS,
+    "melt_equil_steps": MELT_EQUIL_STEPS,
+}
 
 
 def generation_parameters(
@@ -298,8 +307,12 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=min(5, os.cpu_count() or 1),
                         help="processes for the independent trajectories (default: up to 5 CPUs)")
+    for knob in KNOBS:
+        parser.add_argument("--" + knob.replace("_", "-"), type=int, default=None, dest=knob,
+                            help=f"size knob (default {KNOBS[knob]})")
     args = parser.parse_args(argv)
-    path = generate_emt_cu(args.out, seed=args.seed, force=args.force, workers=args.workers)
+    knobs = {k: getattr(args, k) for k in KNOBS if getattr(args, k) is not None}
+    path = generate_emt_cu(args.out, seed=args.seed, force=args.force, workers=args.workers, **knobs)
     print(f"{path} {n_frames(path)} frames")
     return 0
 

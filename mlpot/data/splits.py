@@ -1,66 +1,206 @@
-"""Train/validation/test splits: random, by config_type, and the Na study's time-ordered tail."""
+"""Train / validation / test splits of a list of frames, as index lists.
+
+``split_frames(frames, kind=...)`` with
+
+* ``"random"``: a seeded permutation; train takes round(n * fractions[0]) frames and
+  the rest is shared between val and test in proportion ``fractions[1]:fractions[2]``;
+* ``"config_type"``: whole config_types go to a split; ``val_types`` and
+  ``test_types`` list config_type names (fnmatch wildcards allowed, e.g.
+  ``"Volume_*"``); every other frame is train;
+* ``"tail"``: time-ordered, per trajectory. Frames are grouped by
+  ``info['trajectory']`` (else ``info['config_type']``, else one group) and put
+  in time order (``info['step']`` if every frame of the group has it, else file
+  order); the first ``fractions[0]`` of each group goes to train and the rest,
+  still in time order, to val then test in proportion ``fractions[1]:fractions[2]``.
+
+``carve_validation(train_indices, fraction, seed)`` draws a validation set out of
+a training set, for when the test set is a separate file.
+
+A split that leaves train or validation empty raises :class:`SplitError` (a
+``DataError``) naming the data source and the kind of split; bad fractions raise
+``ValueError``.
+"""
 
 from __future__ import annotations
 
 import fnmatch
+import math
+from collections.abc import Sequence
 
 import numpy as np
+from ase import Atoms
 
 from mlpot.errors import DataError
 
+KINDS = ("random", "config_type", "tail")
+SPLITS = ("train", "val", "test")
+
 
 class SplitError(DataError):
-    """A split that leaves a needed part empty."""
+    """A split that cannot be made from the data (an empty train or validation set, ...)."""
 
 
-def _check_fractions(fractions):
-    f = [float(x) for x in fractions]
-    if len(f) != 3 or any(x < 0 for x in f) or abs(sum(f) - 1.0) > 1e-6:
-        raise ValueError(f"split fractions must be three non-negative numbers summing to 1, got {list(fractions)}")
+def check_fractions(fractions) -> tuple[float, float, float]:
+    """Three non-negative fractions (train, val, test) summing to 1 (within 1e-6)."""
+    try:
+        f = tuple(float(x) for x in fractions)
+    except (TypeError, ValueError):
+        raise ValueError(f"fractions must be three numbers (train, val, test), got {fractions!r}") from None
+    if len(f) != 3:
+        raise ValueError(f"fractions must be three numbers (train, val, test), got {len(f)}: {fractions!r}")
+    if not all(math.isfinite(x) for x in f) or any(x < 0 for x in f):
+        raise ValueError(f"fractions must be finite and non-negative, got {fractions!r}")
+    if abs(sum(f) - 1.0) > 1e-6:
+        raise ValueError(f"fractions must sum to 1, got {fractions!r} (sum {sum(f):.6g})")
     return f
 
 
-def split_frames(frames, kind="random", fractions=(0.8, 0.1, 0.1), seed=0, source=None, val_types=None,
-                 test_types=None) -> dict[str, list[int]]:
-    n = len(frames)
-    if kind == "random":
-        f = _check_fractions(fractions)
-        order = np.random.default_rng(seed).permutation(n).tolist()
-        n_val, n_test = int(round(f[1] * n)), int(round(f[2] * n))
-        out = {"val": order[:n_val], "test": order[n_val:n_val + n_test], "train": order[n_val + n_test:]}
-    elif kind == "config_type":
-        match = lambda a, pats: any(fnmatch.fnmatch(str(a.info.get("config_type", "")), p) for p in pats or [])  # noqa
-        out = {"train": [], "val": [], "test": []}
-        for k, a in enumerate(frames):
-            out["test" if match(a, test_types) else "val" if match(a, val_types) else "train"].append(k)
-    elif kind == "tail":
-        f = _check_fractions(fractions)
-        groups: dict = {}
-        for k, a in enumerate(frames):
-            key = a.info.get("trajectory", a.info.get("config_type", 0))
-            groups.setdefault(key, []).append(k)
-        out = {"train": [], "val": [], "test": []}
-        for idx in groups.values():
-            idx = sorted(idx, key=lambda k: (frames[k].info.get("step", k), k))
-            n_tr = int(round(f[0] * len(idx)))
-            rest = idx[n_tr:]
-            n_val = int(round(len(rest) * f[1] / max(f[1] + f[2], 1e-12)))
-            out["train"] += idx[:n_tr]
-            out["val"] += rest[:n_val]
-            out["test"] += rest[n_val:]
-    else:
-        raise ValueError(f"unknown split kind '{kind}' (random, config_type or tail)")
-    for part in ("train", "val"):
-        if not out[part]:
-            raise SplitError(f"the '{kind}' split leaves the {part} set empty", source)
+def _cuts(n: int, fractions: tuple[float, float, float]) -> tuple[int, int]:
+    """Boundaries (b1, b2): [0, b1) train, [b1, b2) val, [b2, n) test.
+
+    Train gets round(n * f_train); the rest is shared between val and test in proportion
+    f_val : f_test (halves rounded up in favour of val). With f_val > 0, a set of two or more
+    frames always keeps one validation frame (taken from test, else from train).
+    """
+    b1 = min(n, int(math.floor(n * fractions[0] + 0.5)))
+    rest = n - b1
+    share = fractions[1] + fractions[2]
+    n_val = rest if fractions[2] == 0 else 0 if share == 0 else int(math.floor(rest * fractions[1] / share + 0.5))
+    n_val = min(rest, n_val)
+    if fractions[1] > 0 and n_val == 0 and n >= 2:  # keep one validation frame (from test, else from train)
+        if rest == 0:
+            b1 -= 1
+        n_val = 1
+    return b1, b1 + n_val
+
+
+def _source_of(frames, source):
+    if source is not None:
+        return str(source)
+    if len(frames) and isinstance(frames[0], Atoms):
+        return frames[0].info.get("mlpot_source")
+    return None
+
+
+def _check_nonempty(out: dict, source, what: str) -> dict:
+    for name, label in (("train", "training"), ("val", "validation")):
+        if not out[name]:
+            n = sum(len(v) for v in out.values())
+            raise SplitError(f"{what} leaves the {label} set empty ({n} frames)", source)
     return out
 
 
-def carve_validation(train_indices, fraction=0.1, seed=0, source=None):
-    """(train, val) from a list of indices: a seeded random ``fraction`` becomes validation."""
+def _matches(value, patterns) -> bool:
+    return value is not None and any(fnmatch.fnmatchcase(str(value), p) for p in patterns)
+
+
+def _split_random(n: int, fractions, seed) -> dict:
+    perm = np.random.default_rng(seed).permutation(n)
+    b1, b2 = _cuts(n, fractions)
+    return {"train": sorted(perm[:b1].tolist()), "val": sorted(perm[b1:b2].tolist()),
+            "test": sorted(perm[b2:].tolist())}
+
+
+def _split_config_type(frames, val_types, test_types, source) -> dict:
+    val_types = [val_types] if isinstance(val_types, str) else list(val_types or [])
+    test_types = [test_types] if isinstance(test_types, str) else list(test_types or [])
+    types = [f.info.get("config_type") for f in frames]
+    present = sorted({str(t) for t in types if t is not None})
+    for name, patterns in (("val_types", val_types), ("test_types", test_types)):
+        for p in patterns:
+            if not any(fnmatch.fnmatchcase(t, p) for t in present):
+                raise SplitError(
+                    f"config_type split: {name} entry '{p}' matches no config_type (present: {', '.join(present) or 'none'})",
+                    source,
+                )
+    out = {"train": [], "val": [], "test": []}
+    for k, t in enumerate(types):
+        in_val, in_test = _matches(t, val_types), _matches(t, test_types)
+        if in_val and in_test:
+            raise ValueError(f"config_type '{t}' matches both val_types {val_types} and test_types {test_types}")
+        out["val" if in_val else "test" if in_test else "train"].append(k)
+    return out
+
+
+def _group_key(atoms: Atoms):
+    if "trajectory" in atoms.info:
+        return ("trajectory", atoms.info["trajectory"])
+    if "config_type" in atoms.info:
+        return ("config_type", atoms.info["config_type"])
+    return ("all",)
+
+
+def trajectories(frames: Sequence[Atoms]) -> list[list[int]]:
+    """Frame indices grouped by trajectory (first-appearance order), each group in time order."""
+    groups: dict = {}
+    for k, atoms in enumerate(frames):
+        groups.setdefault(_group_key(atoms), []).append(k)
+    out = []
+    for idx in groups.values():
+        if all("step" in frames[k].info for k in idx):
+            idx = sorted(idx, key=lambda k: (frames[k].info["step"], k))
+        out.append(idx)
+    return out
+
+
+def _split_tail(frames, fractions) -> dict:
+    out = {"train": [], "val": [], "test": []}
+    for idx in trajectories(frames):
+        b1, b2 = _cuts(len(idx), fractions)
+        out["train"] += idx[:b1]
+        out["val"] += idx[b1:b2]
+        out["test"] += idx[b2:]
+    return out
+
+
+def split_frames(
+    frames: Sequence[Atoms],
+    kind: str = "random",
+    fractions=(0.8, 0.1, 0.1),
+    seed: int = 0,
+    source: str | None = None,
+    *,
+    val_types=None,
+    test_types=None,
+) -> dict[str, list[int]]:
+    """Indices of ``frames`` for "train", "val" and "test" (disjoint, together all frames).
+
+    ``random`` and ``config_type`` indices are ascending; ``tail`` indices are grouped by
+    trajectory, each in time order. ``fractions`` is (train, val, test) for ``random`` and
+    ``tail`` (ignored by ``config_type``, which uses ``val_types`` / ``test_types``).
+    ``source`` names the data in error messages (default: the frames' ``mlpot_source``).
+    """
+    fractions = check_fractions(fractions)
+    source = _source_of(frames, source)
+    if kind == "random":
+        out = _split_random(len(frames), fractions, seed)
+    elif kind == "config_type":
+        if not val_types:
+            raise SplitError("config_type split needs val_types (config_types for validation)", source)
+        out = _split_config_type(frames, val_types, test_types, source)
+    elif kind == "tail":
+        out = _split_tail(frames, fractions)
+    else:
+        raise ValueError(f"unknown split kind {kind!r} (known: {', '.join(KINDS)})")
+    return _check_nonempty(out, source, f"{kind} split")
+
+
+def carve_validation(
+    train_indices: Sequence[int], fraction: float = 0.1, seed: int = 0, source: str | None = None
+) -> tuple[list[int], list[int]]:
+    """Split ``train_indices`` into (train, val) with a seeded random ``fraction`` for validation.
+
+    For a test set that comes from a separate file: train on the rest of the training file,
+    validate on the carved part. Both returned lists keep the input order.
+    """
+    fraction = float(fraction)
+    if not (math.isfinite(fraction) and 0.0 < fraction < 1.0):
+        raise ValueError(f"validation fraction must be in (0, 1), got {fraction!r}")
     idx = list(train_indices)
-    order = np.random.default_rng(seed).permutation(len(idx)).tolist()
-    n_val = int(round(fraction * len(idx)))
-    if n_val == 0 or n_val == len(idx):
-        raise SplitError(f"validation fraction {fraction} of {len(idx)} frames leaves a set empty", source)
-    return [idx[k] for k in order[n_val:]], [idx[k] for k in order[:n_val]]
+    n = len(idx)
+    n_val = int(math.floor(n * fraction + 0.5))
+    chosen = set(np.random.default_rng(seed).permutation(n)[:n_val].tolist())
+    out = {"train": [i for k, i in enumerate(idx) if k not in chosen],
+           "val": [i for k, i in enumerate(idx) if k in chosen], "test": []}
+    _check_nonempty(out, None if source is None else str(source), f"random validation split ({fraction:g} of {n})")
+    return out["train"], out["val"]

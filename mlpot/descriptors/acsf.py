@@ -329,7 +329,7 @@ def grid_functions(
 ) -> list[SymmetryFunction]:
     """Symmetry functions on a parameter grid, for every central element and neighbour (pair).
 
-    radial: {eta: [...], rs: [...], rc: optional} (all combinations);
+    radial: {eta: [...], rs: [...], rc: optional} (all combinations), or a list of such;
     angular: {type: 3|9, eta: [...], zeta: [...], lambda: [...], rs: [...], rc: optional}, or a list of such.
     ``rc`` in a spec overrides the shared cutoff (e.g. a shorter angular cutoff, as in ANI).
     """
@@ -337,11 +337,11 @@ def grid_functions(
     out = []
     common = dict(rc=cutoff, cutoff=cutoff_function, alpha=alpha)
     for c in elements:
-        if radial:
+        for spec in [radial] if isinstance(radial, Mapping) else (radial or []):
             for nb in elements:
-                for eta, rs in itertools.product(radial["eta"], radial.get("rs", [0.0])):
+                for eta, rs in itertools.product(spec["eta"], spec.get("rs", [0.0])):
                     out.append(SymmetryFunction(2, c, (nb,), float(eta), rs=float(rs),
-                                                **{**common, "rc": float(radial.get("rc") or cutoff)}))
+                                                **{**common, "rc": float(spec.get("rc") or cutoff)}))
         for spec in [angular] if isinstance(angular, Mapping) else (angular or []):
             for pair in itertools.combinations_with_replacement(elements, 2):
                 for eta, zeta, lam, rs in itertools.product(
