@@ -11,13 +11,12 @@ import numpy as np
 import pytest
 from ase.calculators.emt import EMT
 
-from mlpot.data import read_frames
-from mlpot.data import builtin
+from mlpot.data import builtin, read_frames
 from mlpot.data.builtin import generate_emt_cu, generate_frames
 from mlpot.data.frames import get_label
 from mlpot.data.splits import split_frames
 
-TINY = dict(n_frames_per_traj=4, repeat=2, equil_steps=4, heat_steps=12, melt_equil_steps=4)
+TINY = {"n_frames_per_traj": 4, "repeat": 2, "equil_steps": 4, "heat_steps": 12, "melt_equil_steps": 4}
 N_TRAJ = len(builtin.TEMPERATURES_K) + 1
 CONFIG_TYPES = ["md_300K", "md_500K", "md_700K", "md_900K", "melt_1400K"]
 

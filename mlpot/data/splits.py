@@ -62,10 +62,10 @@ def _cuts(n: int, fractions: tuple[float, float, float]) -> tuple[int, int]:
     f_val : f_test (halves rounded up in favour of val). With f_val > 0, a set of two or more
     frames always keeps one validation frame (taken from test, else from train).
     """
-    b1 = min(n, int(math.floor(n * fractions[0] + 0.5)))
+    b1 = min(n, math.floor(n * fractions[0] + 0.5))
     rest = n - b1
     share = fractions[1] + fractions[2]
-    n_val = rest if fractions[2] == 0 else 0 if share == 0 else int(math.floor(rest * fractions[1] / share + 0.5))
+    n_val = rest if fractions[2] == 0 else 0 if share == 0 else math.floor(rest * fractions[1] / share + 0.5)
     n_val = min(rest, n_val)
     if fractions[1] > 0 and n_val == 0 and n >= 2:  # keep one validation frame (from test, else from train)
         if rest == 0:
@@ -109,10 +109,9 @@ def _split_config_type(frames, val_types, test_types, source) -> dict:
     for name, patterns in (("val_types", val_types), ("test_types", test_types)):
         for p in patterns:
             if not any(fnmatch.fnmatchcase(t, p) for t in present):
-                raise SplitError(
-                    f"config_type split: {name} entry '{p}' matches no config_type (present: {', '.join(present) or 'none'})",
-                    source,
-                )
+                have = ", ".join(present[:10]) + (f", ... ({len(present)} in all)" if len(present) > 10 else "")
+                msg = f"config_type split: {name} entry '{p}' matches no config_type (present: {have or 'none'})"
+                raise SplitError(msg, source)
     out = {"train": [], "val": [], "test": []}
     for k, t in enumerate(types):
         in_val, in_test = _matches(t, val_types), _matches(t, test_types)
@@ -198,7 +197,7 @@ def carve_validation(
         raise ValueError(f"validation fraction must be in (0, 1), got {fraction!r}")
     idx = list(train_indices)
     n = len(idx)
-    n_val = int(math.floor(n * fraction + 0.5))
+    n_val = math.floor(n * fraction + 0.5)
     chosen = set(np.random.default_rng(seed).permutation(n)[:n_val].tolist())
     out = {"train": [i for k, i in enumerate(idx) if k not in chosen],
            "val": [i for k, i in enumerate(idx) if k in chosen], "test": []}
