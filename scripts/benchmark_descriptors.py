@@ -238,6 +238,7 @@ def main():
             print(title)
         print(f"  {row:44}" + "".join(fmt(vals[dt]) for dt in (torch.float32, torch.float64)))
 
+    print(f"load average at the end {os.getloadavg()[0]:.2f} (near {os.cpu_count()} or above: other processes competed)")
     mine = next(t for t, _ in groups if t.startswith("mlpot"))
     ani = next(t for t, _ in groups if t.startswith("torchani"))
     parts = []
