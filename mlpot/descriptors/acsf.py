@@ -206,12 +206,6 @@ class ACSF(nn.Module):
             val = val * self._third_factor(torch.linalg.norm(v2 - v1, dim=-1)).index_select(1, self.ang_w)
         return val
 
-    def _triplet_values(self, v1: torch.Tensor, v2: torch.Tensor) -> torch.Tensor:
-        """Angular kernel values as a function of the two pair vectors of each triplet: (T, K)."""
-        r1, r2 = torch.linalg.norm(v1, dim=-1), torch.linalg.norm(v2, dim=-1)
-        cos = (v1 * v2).sum(-1) / (r1 * r2)
-        return self._combine(self._pair_factor(r1) * self._pair_factor(r2), self._angle_factor(cos), v1, v2)
-
     def forward(self, positions, species, edge_index, shifts, cell, batch) -> torch.Tensor:
         vec = edge_vectors(positions, edge_index, shifts, cell, batch)
         return self.from_edges(vec, species, edge_index)

@@ -44,7 +44,6 @@ def precompute(descriptor, frames, elements, cutoff, dtype=torch.float32, chunk:
                 "vec": vec[pmask].to(dtype).cpu(),
                 "volume": volume[s].to(dtype).cpu(),
                 "n_atoms": g.n_atoms[s].cpu(),
-                "index": torch.tensor(start + s),
             }
             for name in LABEL_FIELDS:
                 value, mask = getattr(g, name), getattr(g, name + "_mask")
@@ -67,7 +66,6 @@ def collate(records: list[dict]) -> dict:
         "vec": torch.cat([r["vec"] for r in records]),
         "volume": torch.stack([r["volume"] for r in records]),
         "n_atoms": n_atoms,
-        "index": torch.stack([r["index"] for r in records]),
         "batch": torch.repeat_interleave(torch.arange(len(records)), n_atoms),
         "pair_batch": torch.repeat_interleave(torch.arange(len(records)), n_pairs),
     }

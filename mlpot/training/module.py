@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import pytorch_lightning as pl
 import torch
 
@@ -29,7 +27,6 @@ class PotentialModule(pl.LightningModule):
         self.acc = {"train": ErrorAccumulator(), "val": ErrorAccumulator(), "test": ErrorAccumulator()}
         self.history: list[dict] = []
         self.test_results: dict = {}
-        self._t0 = None
 
     # -- steps -----------------------------------------------------------------------------------
     def _step(self, batch, stage: str):
@@ -65,10 +62,6 @@ class PotentialModule(pl.LightningModule):
         terms = {"energy_per_atom": w.energy, "forces": w.forces, "stress": w.stress, "atomic_energies": w.atomic_energies}
         metrics["loss"] = sum(v * metrics.get(f"{k}_rmse", 0.0) ** 2 for k, v in terms.items() if v > 0)
         return {f"{stage}/{k}": v for k, v in metrics.items()}
-
-    def on_train_epoch_start(self):
-        if self._t0 is None:
-            self._t0 = time.perf_counter()
 
     def on_train_epoch_end(self):
         m = self._finish("train")
