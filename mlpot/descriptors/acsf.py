@@ -12,6 +12,7 @@ scatter into (atom, column) through a lookup table indexed by
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 
@@ -70,7 +71,7 @@ def _unique(items):
 class ACSF(nn.Module):
     """Symmetry-function descriptor: ``(positions, species, pairs) -> (n_atoms, n_features)``."""
 
-    def __init__(self, elements, functions):
+    def __init__(self, elements, functions, moment_max_zeta: int = 8):
         super().__init__()
         self.elements = list(elements)
         el = {e: k for k, e in enumerate(self.elements)}
@@ -149,6 +150,62 @@ class ACSF(nn.Module):
         self.register_buffer("w_cut", torch.tensor([w[2] for w in self.ang_third], dtype=torch.long), persistent=False)
         self.angular_cutoff = max((f.rc for f in ang), default=0.0)
         self._integer_zeta = all(float(v[1]).is_integer() for v in self.ang_angle)
+        self._setup_blocks(n_el, n_pairs_el, rad_map, ang_map, moment_max_zeta)
+
+    def _setup_blocks(self, n_el, n_pairs_el, rad_map, ang_map, moment_max_zeta):
+        """Tables of the fast forward path (see ``from_edges``).
+
+        Radial values are summed per (atom, neighbour element) as whole rows of kernels. Wide
+        (type 9) angular kernels with an integer ζ <= ``moment_max_zeta`` use the expansion
+        (1 + λ cos θ)^ζ = Σ_n C(ζ, n) λ^n cos^n θ and cos^n θ_jik = Σ_m w_m m(û_ij) m(û_ik) over the
+        monomials m of degree n of the unit vector (w_m multinomial), so that
+        Σ_{j<k} h_j h_k cos^n θ_jik follows from per-pair sums Q = Σ_j h_j m(û_ij): O(pairs), no
+        triplets. The other angular kernels (type 3, non-integer or large ζ) go through triplets.
+        """
+        F = self.n_features
+        K_r = len(self.rad_kernels)
+        mom = [k for k, kern in enumerate(self.ang_kernels)
+               if kern[0] == 9 and float(kern[3]).is_integer() and 0 <= kern[3] <= moment_max_zeta]
+        tri = [k for k in range(len(self.ang_kernels)) if k not in mom]
+        self.mom_radial, mom_u = _unique([self.ang_radial[int(self.ang_u[k])] for k in mom])
+        n_deg = int(max((self.ang_kernels[k][3] for k in mom), default=-1)) + 1  # degrees 0..n_deg-1
+        expo = [(a, b, n - a - b) for n in range(n_deg) for a in range(n, -1, -1) for b in range(n - a, -1, -1)]
+        deg = torch.zeros(len(expo), max(n_deg, 1), dtype=torch.float64)
+        for m, (a, b, c) in enumerate(expo):
+            deg[m, a + b + c] = math.factorial(a + b + c) / (math.factorial(a) * math.factorial(b) * math.factorial(c))
+        coef = torch.zeros(len(mom), max(n_deg, 1), dtype=torch.float64)  # kernel value = Σ_n coef S_n
+        for row, k in enumerate(mom):
+            _, _, _, zeta, lam, _ = self.ang_kernels[k]
+            for n in range(int(zeta) + 1):
+                coef[row, n] = 2.0 ** (1.0 - zeta) * math.comb(int(zeta), n) * lam**n
+        ea, eb = zip(*itertools.combinations_with_replacement(range(n_el), 2)) if n_el else ((), ())
+        self.register_buffer("mom_expo", torch.tensor(expo, dtype=torch.long).reshape(-1, 3), persistent=False)
+        self.register_buffer("mom_deg", deg, persistent=False)
+        self.register_buffer("mom_coef", coef, persistent=False)
+        self.register_buffer("mom_ku", torch.tensor(mom_u, dtype=torch.long), persistent=False)
+        self.register_buffer("mom_eta", torch.tensor([u[0] for u in self.mom_radial], dtype=torch.float64), persistent=False)
+        self.register_buffer("mom_rs", torch.tensor([u[1] for u in self.mom_radial], dtype=torch.float64), persistent=False)
+        self.register_buffer("mom_cut", torch.tensor([u[2] for u in self.mom_radial], dtype=torch.long), persistent=False)
+        self.register_buffer("pair_a", torch.tensor(ea, dtype=torch.long), persistent=False)
+        self.register_buffer("pair_b", torch.tensor(eb, dtype=torch.long), persistent=False)
+        self.register_buffer("pair_same", torch.tensor([a == b for a, b in zip(ea, eb)], dtype=torch.bool), persistent=False)
+        self._n_deg = n_deg
+        # block columns: [radial (n_el * K_r) | moment angular (n_pairs_el * K_m) | zero]
+        K_m = len(mom)
+        zero_col = n_el * K_r + n_pairs_el * K_m
+        src = torch.full((n_el, F), zero_col, dtype=torch.long)
+        mom_pos = {k: row for row, k in enumerate(mom)}
+        for c in range(n_el):
+            for e in range(n_el):
+                for k in range(K_r):
+                    if rad_map[c, e, k] < F:
+                        src[c, rad_map[c, e, k]] = e * K_r + k
+            for p in range(n_pairs_el):
+                for k, row in mom_pos.items():
+                    if ang_map[c, p, k] < F:
+                        src[c, ang_map[c, p, k]] = n_el * K_r + p * K_m + row
+        self.register_buffer("block_src", src, persistent=False)
+        self.register_buffer("tri_k", torch.tensor(tri, dtype=torch.long), persistent=False)
 
     # -- configuration ---------------------------------------------------------------------------
     def config(self) -> dict:
@@ -199,13 +256,6 @@ class ACSF(nn.Module):
         third = third * self._cutoffs(rjk).index_select(1, self.w_cut)
         return torch.cat([third, torch.ones_like(third[:, :1])], dim=1)
 
-    def _combine(self, hh, ang, v1, v2):
-        """Angular kernel values (T, K) from the factors."""
-        val = hh.index_select(1, self.ang_u) * ang.index_select(1, self.ang_v)
-        if len(self.ang_third):
-            val = val * self._third_factor(torch.linalg.norm(v2 - v1, dim=-1)).index_select(1, self.ang_w)
-        return val
-
     def forward(self, positions, species, edge_index, shifts, cell, batch) -> torch.Tensor:
         vec = edge_vectors(positions, edge_index, shifts, cell, batch)
         return self.from_edges(vec, species, edge_index)
@@ -222,21 +272,70 @@ class ACSF(nn.Module):
         return rad_col, p1, p2, ang_col
 
     def from_edges(self, vec: torch.Tensor, species: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
-        """Descriptors (n_atoms, n_features) from the pair vectors r_ij (edge_index sorted by centre)."""
-        n_atoms, F = species.shape[0], self.n_features
-        out = torch.zeros(n_atoms * (F + 1), dtype=vec.dtype, device=vec.device)
+        """Descriptors (n_atoms, n_features) from the pair vectors r_ij (edge_index sorted by centre).
+
+        Per-atom blocks (radial kernels per neighbour element, moment-expanded angular kernels per
+        neighbour-element pair) are summed as whole rows, then each central element's columns are
+        gathered from them; the remaining angular kernels are added from triplets.
+        """
+        n_atoms, n_el = species.shape[0], len(self.elements)
         r = torch.linalg.norm(vec, dim=-1)
-        i = edge_index[0]
-        rad_col, p1, p2, ang_col = self._columns(species, edge_index, r)
-        if rad_col is not None:
-            out.index_add_(0, (i[:, None] * (F + 1) + rad_col).reshape(-1), self._radial_values(r).reshape(-1))
-        if ang_col is not None:
-            h = self._pair_factor(r)  # per pair, then gathered per triplet (cheap backward)
-            v1, v2 = vec.index_select(0, p1), vec.index_select(0, p2)
-            cos = (v1 * v2).sum(-1) / (r.index_select(0, p1) * r.index_select(0, p2))
-            val = self._combine(h.index_select(0, p1) * h.index_select(0, p2), self._angle_factor(cos), v1, v2)
-            center = i.index_select(0, p1)
-            out.index_add_(0, (center[:, None] * (F + 1) + ang_col).reshape(-1), val.reshape(-1))
+        i, j = edge_index
+        row = i * n_el + species.index_select(0, j)  # (centre atom, neighbour element)
+        blocks = []
+        if len(self.rad_kernels):
+            R = vec.new_zeros(n_atoms * n_el, len(self.rad_kernels)).index_add(0, row, self._radial_values(r))
+            blocks.append(R.view(n_atoms, -1))
+        if len(self.mom_ku):
+            blocks.append(self._moment_block(vec, r, row, n_atoms).reshape(n_atoms, -1))
+        blocks.append(vec.new_zeros(n_atoms, 1))
+        G = torch.cat(blocks, 1).gather(1, self.block_src.index_select(0, species))
+        if len(self.tri_k):
+            G = G + self._triplet_block(vec, r, species, edge_index)
+        return G
+
+    def _moment_block(self, vec, r, row, n_atoms):
+        """Wide angular kernels with integer ζ from per-pair monomial sums: (n_atoms, n_pairs_el, K_m)."""
+        dt, n_el = vec.dtype, len(self.elements)
+        h = torch.exp(-self.mom_eta.to(dt) * (r[:, None] - self.mom_rs.to(dt)) ** 2)
+        h = h * self._cutoffs(r).index_select(1, self.mom_cut)  # (P, U)
+        unit = vec / r[:, None]
+        powers = [torch.ones_like(unit)]
+        for _ in range(self._n_deg - 1):
+            powers.append(powers[-1] * unit)
+        pw = torch.stack(powers, -1)  # (P, 3, n_deg): u_x^a, u_y^b, u_z^c
+        ex = self.mom_expo
+        mono = pw[:, 0].index_select(1, ex[:, 0]) * pw[:, 1].index_select(1, ex[:, 1]) * pw[:, 2].index_select(1, ex[:, 2])
+        U, M = h.shape[1], mono.shape[1]
+        q = (h[:, :, None] * mono[:, None, :]).reshape(-1, U * M)
+        Q = vec.new_zeros(n_atoms * n_el, U * M).index_add(0, row, q).view(n_atoms, n_el, U, M)
+        D = vec.new_zeros(n_atoms * n_el, U).index_add(0, row, h * h).view(n_atoms, n_el, U)
+        # S_n = Σ_{j,k} h_j h_k cos^n θ_jk over neighbours j of element a and k of element b
+        S = (Q.index_select(1, self.pair_a) * Q.index_select(1, self.pair_b)) @ self.mom_deg.to(dt)
+        same = self.pair_same.to(dt)[:, None, None]
+        # a == b: drop the j == k terms (cos = 1) and count each unordered pair once
+        S = (S - same * D.index_select(1, self.pair_a)[..., None]) * (1.0 - 0.5 * same)
+        return (S.index_select(2, self.mom_ku) * self.mom_coef.to(dt)).sum(-1)
+
+    def _triplet_block(self, vec, r, species, edge_index):
+        """The angular kernels not covered by the moment expansion, from triplets: (n_atoms, F)."""
+        n_atoms, F = species.shape[0], self.n_features
+        i, j = edge_index
+        zi, zj = species.index_select(0, i), species.index_select(0, j)
+        ks = self.tri_k
+        p1, p2 = triplets(i, n_atoms, r.detach() < self.angular_cutoff)
+        col = self.ang_map.index_select(2, ks)[
+            zi.index_select(0, p1), self.pair_id[zj.index_select(0, p1), zj.index_select(0, p2)]]
+        h = self._pair_factor(r)
+        v1, v2 = vec.index_select(0, p1), vec.index_select(0, p2)
+        cos = (v1 * v2).sum(-1) / (r.index_select(0, p1) * r.index_select(0, p2))
+        hh = h.index_select(0, p1) * h.index_select(0, p2)
+        val = hh.index_select(1, self.ang_u[ks]) * self._angle_factor(cos).index_select(1, self.ang_v[ks])
+        if len(self.ang_third):
+            third = self._third_factor(torch.linalg.norm(v2 - v1, dim=-1))
+            val = val * third.index_select(1, self.ang_w[ks])
+        center = i.index_select(0, p1)
+        out = vec.new_zeros(n_atoms * (F + 1)).index_add(0, (center[:, None] * (F + 1) + col).reshape(-1), val.reshape(-1))
         return out.view(n_atoms, F + 1)[:, :F]
 
     def jacobian(self, vec: torch.Tensor, species: torch.Tensor, edge_index: torch.Tensor):
