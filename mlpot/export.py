@@ -33,6 +33,8 @@ from pathlib import Path
 import torch
 
 from mlpot.descriptors.acsf import ACSF
+from mlpot.descriptors.bessel import SphericalBessel
+from mlpot.descriptors.chebyshev import Chebyshev
 from mlpot.descriptors.scaling import FeatureScaler
 from mlpot.errors import ModelFileError
 from mlpot.models.hdnnp import HDNNP
@@ -85,6 +87,8 @@ def register_scaler(name: str, cls: type) -> type:
 
 
 register_descriptor("ACSF", ACSF)
+register_descriptor("Chebyshev", Chebyshev)
+register_descriptor("SphericalBessel", SphericalBessel)
 register_head("HDNNP", HDNNP)
 register_scaler("FeatureScaler", FeatureScaler)
 

@@ -1,0 +1,164 @@
+"""Spherical-Bessel power spectrum (Kocer, Mason, Erturk, JCP 150, 154102 (2019); AIP Adv. 10, 015021
+(2020); as used by NeuralIL), SCIENCE.md §5.
+
+    p_nl^{ab} = Σ_{j∈a} Σ_{k∈b} g_nl(r_ij) g_nl(r_ik) (2l + 1)/(4π) P_l(cos θ_jik),
+                l = 0 … n_max, n = 0 … n_max − l, for every unordered pair of neighbour species a ≤ b
+                (the double sum includes j = k, as in NeuralIL).
+
+Radial functions: with u_{l,n} the n-th positive zero of j_l,
+
+    f_nl(r) = sqrt(2 / (r_c³ (u_n² + u_{n+1}²))) [u_{n+1}/j_{l+1}(u_n) j_l(u_n r/r_c) − u_n/j_{l+1}(u_{n+1}) j_l(u_{n+1} r/r_c)]
+
+vanish with their first derivative at r_c; g_nl are their orthonormalised combinations
+(g_0 = f_0, g_n = (f_n + sqrt(e_n/d_{n−1}) g_{n−1}) / sqrt(d_n), d_0 = 1, d_n = 1 − e_n/d_{n−1},
+e_n = u_{n−1}² u_{n+1}² / ((u_{n−1}² + u_n²)(u_n² + u_{n+1}²))). Feature order: species pair (a ≤ b),
+then l, then n (NeuralIL's).
+
+P_l(cos θ) = Σ_k p_lk cos^k θ and the moment expansion of cos^k (``pairsum``) make the
+double sum a product of per-atom sums: O(pairs), no triplets. Bessel functions are evaluated in
+float64 (a power series below x = l + 1, upward recurrence above) whatever the model dtype.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from scipy.optimize import brentq
+from scipy.special import spherical_jn
+
+from mlpot.descriptors.pairsum import PairSumDescriptor, angular_monomials, monomial_table
+
+
+def bessel_zeros(l_max: int, n_zeros: int) -> np.ndarray:
+    """u[l, n]: the first ``n_zeros`` positive zeros of j_l, l = 0 … l_max (zeros of j_l interlace
+    those of j_{l-1})."""
+    n_total = n_zeros + l_max + 1
+    z = np.zeros((l_max + 1, n_total))
+    z[0] = np.pi * np.arange(1, n_total + 1)
+    for l in range(1, l_max + 1):
+        for n in range(n_total - l):
+            z[l, n] = brentq(lambda x: spherical_jn(l, x), z[l - 1, n], z[l - 1, n + 1], xtol=1e-14, rtol=1e-15, maxiter=200)
+    return z[:, :n_zeros]
+
+
+def spherical_bessel(l_max: int, x: torch.Tensor) -> torch.Tensor:
+    """j_0 … j_l_max at x > 0, (…, l_max + 1), in the dtype of x (use float64)."""
+    xs = x.clamp(min=1e-6)
+    up = [torch.sin(xs) / xs]
+    if l_max >= 1:
+        up.append(torch.sin(xs) / xs**2 - torch.cos(xs) / xs)
+    for l in range(1, l_max):
+        up.append((2 * l + 1) / xs * up[l] - up[l - 1])
+    out = []
+    x2 = x * x
+    for l in range(l_max + 1):  # series j_l = x^l/(2l+1)!! Σ_k (−x²/2)^k / (k! (2l+3)(2l+5)…(2l+2k+1))
+        term = x**l / math.prod(range(1, 2 * l + 2, 2))
+        series = term
+        for k in range(1, 16):
+            term = -term * x2 / (2 * k * (2 * l + 2 * k + 1))
+            series = series + term
+        small = x < (l + 1.0)
+        out.append(torch.where(small, series, up[l]))
+    return torch.stack(out, -1)
+
+
+class SphericalBessel(PairSumDescriptor):
+    def __init__(self, elements, n_max: int = 5, cutoff: float = 5.0):
+        super().__init__()
+        self.elements = list(elements)
+        if n_max < 0 or cutoff <= 0:
+            raise ValueError(f"spherical Bessel descriptor needs n_max >= 0 and cutoff > 0, got {n_max}, {cutoff}")
+        self.n_max, self.cutoff = int(n_max), float(cutoff)
+        n_el = len(self.elements)
+        u = bessel_zeros(self.n_max + 1, self.n_max + 3)  # u[l, n] for n <= n_max - l + 2
+        # f_nl coefficients and the orthonormalising transformation, per channel (n, l)
+        chans, c1, c2, r1, r2 = [], [], [], [], []
+        blocks = []
+        for l in range(self.n_max + 1):
+            n_l = self.n_max - l + 1
+            for n in range(n_l):
+                a, b = u[l, n], u[l, n + 1]
+                norm = math.sqrt(2.0 / (a * a + b * b))
+                chans.append((n, l))
+                c1.append(norm * b / spherical_jn(l + 1, a))
+                c2.append(norm * a / spherical_jn(l + 1, b))
+                r1.append(a)
+                r2.append(b)
+            usq = u[l, : n_l + 1] ** 2
+            T = np.eye(n_l)
+            d1 = 1.0
+            for n in range(1, n_l):
+                e = usq[n - 1] * usq[n + 1] / ((usq[n - 1] + usq[n]) * (usq[n] + usq[n + 1]))
+                d0, d1 = d1, 1.0 - e / d1
+                T[n, n] /= math.sqrt(d1)
+                T[n] += math.sqrt(e / (d1 * d0)) * T[n - 1]
+            blocks.append(T)
+        n_ch = len(chans)
+        transform = np.zeros((n_ch, n_ch))
+        o = 0
+        for T in blocks:
+            transform[o : o + len(T), o : o + len(T)] = T
+            o += len(T)
+        # per-pair entries: (channel, monomial) with the monomial degree k <= l, k ≡ l (mod 2)
+        expo, deg = monomial_table(self.n_max)
+        degree = expo.sum(1)
+        weight = deg.sum(1)  # multinomial weight of each monomial
+        ent_ch, ent_mono, ent_coef = [], [], []
+        for c, (n, l) in enumerate(chans):
+            leg = np.polynomial.legendre.leg2poly([0] * l + [1])  # P_l(x) = Σ_k leg[k] x^k
+            for m in range(len(expo)):
+                k = int(degree[m])
+                if k <= l and (l - k) % 2 == 0 and leg[k] != 0.0:
+                    ent_ch.append(c)
+                    ent_mono.append(m)
+                    ent_coef.append((2 * l + 1) / (4 * math.pi) * leg[k] * float(weight[m]))
+        self.n_channels = n_ch
+        pairs = [(a, b) for a in range(n_el) for b in range(a, n_el)]
+        self.n_features = len(pairs) * n_ch
+        self.n_features_per_element = [self.n_features] * n_el
+        f64 = torch.float64
+        self.register_buffer("r1", torch.tensor(r1, dtype=f64), persistent=False)
+        self.register_buffer("r2", torch.tensor(r2, dtype=f64), persistent=False)
+        self.register_buffer("c1", torch.tensor(c1, dtype=f64), persistent=False)
+        self.register_buffer("c2", torch.tensor(c2, dtype=f64), persistent=False)
+        self.register_buffer("chan_l", torch.tensor([l for _, l in chans]), persistent=False)
+        self.register_buffer("transform", torch.tensor(transform, dtype=f64), persistent=False)
+        self.register_buffer("expo", expo, persistent=False)
+        self.register_buffer("ent_ch", torch.tensor(ent_ch), persistent=False)
+        self.register_buffer("ent_mono", torch.tensor(ent_mono), persistent=False)
+        to_ch = torch.zeros(len(ent_ch), n_ch, dtype=f64)
+        to_ch[torch.arange(len(ent_ch)), torch.tensor(ent_ch)] = torch.tensor(ent_coef, dtype=f64)
+        self.register_buffer("to_channel", to_ch, persistent=False)
+        self.register_buffer("pair_a", torch.tensor([a for a, _ in pairs]), persistent=False)
+        self.register_buffer("pair_b", torch.tensor([b for _, b in pairs]), persistent=False)
+        self.n_entries = len(ent_ch)
+
+    def config(self) -> dict:
+        return {"elements": list(self.elements), "n_max": self.n_max, "cutoff": self.cutoff}
+
+    def radial(self, r: torch.Tensor) -> torch.Tensor:
+        """g_nl(r) for every channel, (n, n_channels), zero beyond the cutoff."""
+        x = r.to(torch.float64)[:, None] / self.cutoff
+        l_of = self.chan_l
+        j1 = spherical_bessel(self.n_max, x * self.r1).gather(-1, l_of.expand(x.shape[0], -1)[..., None])[..., 0]
+        j2 = spherical_bessel(self.n_max, x * self.r2).gather(-1, l_of.expand(x.shape[0], -1)[..., None])[..., 0]
+        f = (self.c1 * j1 - self.c2 * j2) / self.cutoff**1.5
+        f = torch.where(x < 1.0, f, torch.zeros_like(f))
+        return (f @ self.transform.T).to(r.dtype)
+
+    def pair_features(self, vec, r, zj):
+        g = self.radial(r)
+        mono = angular_monomials(vec / r[:, None], self.expo)
+        q = g.index_select(1, self.ent_ch) * mono.index_select(1, self.ent_mono)  # (P, E)
+        onehot = torch.nn.functional.one_hot(zj, len(self.elements)).to(vec.dtype)
+        return (onehot[:, :, None] * q[:, None, :]).reshape(r.shape[0], -1)
+
+    def combine(self, A, species):
+        A = A.view(A.shape[0], len(self.elements), self.n_entries)
+        prod = A.index_select(1, self.pair_a) * A.index_select(1, self.pair_b)  # (n, pairs, E)
+        return (prod @ self.to_channel.to(A.dtype)).reshape(A.shape[0], -1)
+
+
+__all__ = ["SphericalBessel", "bessel_zeros", "spherical_bessel"]

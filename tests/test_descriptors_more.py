@@ -1,0 +1,175 @@
+"""Chebyshev (aenet) and spherical-Bessel descriptors: independent NumPy references, finite
+differences, invariances, the training cache's pair Jacobian, and export."""
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+from ase.build import bulk
+from scipy.spatial.transform import Rotation
+from scipy.special import eval_legendre, spherical_jn
+
+from mlpot.data import atoms_to_graph
+from mlpot.descriptors.bessel import SphericalBessel, spherical_bessel
+from mlpot.descriptors.chebyshev import Chebyshev, typespin
+from mlpot.descriptors.geometry import edge_vectors
+from mlpot.models import HDNNP, Potential
+from tests.helpers import random_cell
+from tests.test_derivatives import check_forces_and_stress
+
+ELEMENTS = ["Ti", "O"]
+
+
+def make(kind, elements=ELEMENTS):
+    if kind == "chebyshev":
+        return Chebyshev(elements, radial_order=6, radial_cutoff=4.5, angular_order=4, angular_cutoff=3.8)
+    return SphericalBessel(elements, n_max=4, cutoff=4.5)
+
+
+def potential(kind, elements=ELEMENTS, seed=0):
+    torch.manual_seed(seed)
+    d = make(kind, elements)
+    head = HDNNP(d.n_features_per_element, (8, 8), "tanh", e0=[-1.0 - k for k in range(len(elements))])
+    return Potential(elements, d, head).double()
+
+
+def pair_data(d, atoms):
+    g = atoms_to_graph(atoms, d.elements, d.cutoff, dtype=torch.float64, with_labels=False)
+    vec = edge_vectors(g.positions, g.edge_index, g.shifts, g.cell, g.batch)
+    return g, vec
+
+
+def fc(r, rc):
+    return np.where(r < rc, 0.5 * (np.cos(np.pi * r / rc) + 1.0), 0.0)
+
+
+def test_chebyshev_equals_direct_sums():
+    d = make("chebyshev").double()
+    atoms = random_cell(["Ti", "O", "O", "Ti", "O", "O"], a=3.5, seed=1)
+    g, vec = pair_data(d, atoms)
+    G = d.from_edges(vec, g.species, g.edge_index).numpy()
+    i, V, z = g.edge_index[0].numpy(), vec.numpy(), g.species[g.edge_index[1]].numpy()
+    w = np.array(typespin(2))
+    ref = np.zeros_like(G)
+    for a in range(len(atoms)):
+        ps = np.where(i == a)[0]
+        for p in ps:
+            r = np.linalg.norm(V[p])
+            t = np.polynomial.chebyshev.chebvander(2 * r / 4.5 - 1, 6)[0] * fc(r, 4.5)
+            ref[a, :7] += t
+            ref[a, 12:19] += t * w[z[p]]
+        for p, q in itertools.combinations(ps, 2):
+            r1, r2 = np.linalg.norm(V[p]), np.linalg.norm(V[q])
+            t = np.polynomial.chebyshev.chebvander(V[p] @ V[q] / (r1 * r2), 4)[0] * fc(r1, 3.8) * fc(r2, 3.8)
+            ref[a, 7:12] += t
+            ref[a, 19:24] += t * w[z[p]] * w[z[q]]
+    assert np.abs(ref).max() > 1.0
+    np.testing.assert_allclose(G, ref, rtol=0, atol=1e-12 * np.abs(ref).max())
+
+
+def test_chebyshev_length_does_not_grow_with_species():
+    two = Chebyshev(["Ti", "O"], 8, 6.0, 5, 4.0)
+    five = Chebyshev(["Ti", "O", "Li", "Fe", "Mn"], 8, 6.0, 5, 4.0)
+    assert two.n_features == five.n_features == 2 * (9 + 6)
+    assert Chebyshev(["Cu"], 8, 6.0, 5, 4.0).n_features == 9 + 6  # one species: no weighted copy
+    assert typespin(2) == [-1.0, 1.0] and typespin(3) == [-1.0, 0.0, 1.0] and typespin(4) == [-2.0, -1.0, 1.0, 2.0]
+
+
+def test_spherical_bessel_functions():
+    x = torch.linspace(1e-3, 30.0, 3001, dtype=torch.float64)
+    ref = np.stack([spherical_jn(l, x.numpy()) for l in range(8)], -1)
+    np.testing.assert_allclose(spherical_bessel(7, x).numpy(), ref, rtol=0, atol=1e-12)
+
+
+def test_bessel_radial_basis_is_orthonormal_and_smooth_at_cutoff():
+    d = make("bessel")
+    r = torch.linspace(0.0, d.cutoff, 40001, dtype=torch.float64)[1:]
+    g = d.radial(r).numpy()
+    for l in range(d.n_max + 1):
+        idx = np.where(d.chan_l.numpy() == l)[0]
+        gram = np.trapezoid(g[:, idx, None] * g[:, None, idx] * r.numpy()[:, None, None] ** 2, r.numpy(), axis=0)
+        np.testing.assert_allclose(gram, np.eye(len(idx)), atol=1e-6)
+    rr = torch.tensor([d.cutoff - 1e-6], dtype=torch.float64, requires_grad=True)
+    (val,) = torch.autograd.grad(d.radial(rr).sum(), rr)
+    assert abs(val.item()) < 1e-4  # value and slope vanish at r_c
+
+
+def test_bessel_equals_direct_double_sum():
+    d = make("bessel").double()
+    atoms = random_cell(["Ti", "O", "O", "Ti", "O"], a=3.4, seed=2)
+    g, vec = pair_data(d, atoms)
+    G = d.from_edges(vec, g.species, g.edge_index).numpy()
+    i, V, z = g.edge_index[0].numpy(), vec.numpy(), g.species[g.edge_index[1]].numpy()
+    radial = d.radial(torch.linalg.norm(vec, dim=-1)).numpy()
+    ls = d.chan_l.numpy()
+    pairs = [(0, 0), (0, 1), (1, 1)]
+    ref = np.zeros((len(atoms), len(pairs), d.n_channels))
+    for a in range(len(atoms)):
+        ps = np.where(i == a)[0]
+        for p, q in itertools.product(ps, ps):
+            if z[p] > z[q]:
+                continue
+            c = np.clip(V[p] @ V[q] / np.linalg.norm(V[p]) / np.linalg.norm(V[q]), -1, 1)
+            ref[a, pairs.index((z[p], z[q]))] += radial[p] * radial[q] * (2 * ls + 1) / (4 * np.pi) * eval_legendre(ls, c)
+    ref = ref.reshape(len(atoms), -1)
+    assert np.abs(ref).max() > 0.1
+    np.testing.assert_allclose(G, ref, rtol=0, atol=1e-12 * np.abs(ref).max())
+
+
+@pytest.mark.parametrize("kind", ["chebyshev", "bessel"])
+def test_pair_jacobian_equals_autograd(kind):
+    d = make(kind).double()
+    atoms = random_cell(["Ti", "O", "O", "Ti", "O", "O"], a=3.5, seed=3)
+    g, vec = pair_data(d, atoms)
+    G, J = d.jacobian(vec, g.species, g.edge_index)
+    vv = vec.clone().requires_grad_(True)
+    Gv = d.from_edges(vv, g.species, g.edge_index)
+    assert torch.allclose(G, Gv.detach(), atol=1e-13)
+    for f in range(0, d.n_features, 5):
+        (grad,) = torch.autograd.grad(Gv[:, f].sum(), vv, retain_graph=True)
+        assert torch.allclose(grad, J[:, f], atol=1e-12 * (1 + grad.abs().max()))
+
+
+@pytest.mark.parametrize("kind", ["chebyshev", "bessel"])
+def test_finite_differences(kind):
+    check_forces_and_stress(potential(kind, seed=4), random_cell(["Ti", "O", "O", "Ti", "O"], a=3.4, seed=5))
+
+
+@pytest.mark.parametrize("kind", ["chebyshev", "bessel"])
+def test_invariances(kind):
+    pot = potential(kind, seed=6)
+    atoms = random_cell(["Ti", "O", "O", "Ti", "O", "O"], a=3.8, seed=7)
+    ref = pot.predict(atoms)
+    R = Rotation.from_euler("xyz", [0.4, -0.9, 1.7]).as_matrix()
+    rot = atoms.copy()
+    rot.positions, rot.cell = atoms.positions @ R.T, atoms.cell.array @ R.T
+    perm = np.random.default_rng(0).permutation(len(atoms))
+    moved = atoms[perm]
+    moved.positions += [1.3, -0.7, 2.2]
+    moved.wrap()
+    for other, F in ((rot, ref["forces"].numpy() @ R.T), (moved, ref["forces"].numpy()[perm])):
+        out = pot.predict(other)
+        assert abs(out["energy"].item() - ref["energy"].item()) < 1e-10
+        np.testing.assert_allclose(out["forces"].numpy(), F, atol=1e-10)
+
+
+@pytest.mark.parametrize("kind", ["chebyshev", "bessel"])
+def test_supercell_energy_per_atom(kind):
+    pot = potential(kind, elements=["Mo"], seed=8)
+    small = bulk("Mo", "bcc", a=3.16, cubic=True)
+    small.positions[1] += [0.07, -0.05, 0.03]
+    e_small, e_big = pot.predict(small, stress=True), pot.predict(small.repeat((3, 3, 3)), stress=True)
+    assert abs(e_small["energy"].item() / 2 - e_big["energy"].item() / 54) < 1e-10
+    np.testing.assert_allclose(e_big["stress"].numpy(), e_small["stress"].numpy(), atol=1e-10)
+
+
+@pytest.mark.parametrize("kind", ["chebyshev", "bessel"])
+def test_export_round_trip(kind, tmp_path):
+    from mlpot.export import load, save
+
+    pot = potential(kind, seed=9)
+    save(pot, tmp_path / "m.pt")
+    atoms = random_cell(["Ti", "O", "O", "Ti"], a=3.3, seed=10)
+    a, b = pot.predict(atoms), load(tmp_path / "m.pt").double().predict(atoms)
+    assert abs(a["energy"].item() - b["energy"].item()) < 1e-10
