@@ -124,6 +124,12 @@ def require_labels(frames, labels, source: str | None = None, keys: LabelKeys | 
                 raise MissingLabelError(f"no '{label}' label{looked}", src, idx)
 
 
+def _is_aenet_xsf(path: Path) -> bool:
+    from mlpot.io.xsf import is_aenet_xsf
+
+    return is_aenet_xsf(path)
+
+
 def read_frames(
     path: str | os.PathLike,
     keys: LabelKeys | None = None,
@@ -145,7 +151,14 @@ def read_frames(
     if path.is_file() and path.stat().st_size == 0:
         raise EmptyFileError("file is empty", source)
     try:
-        frames = ase.io.read(path, index=index, format=format)
+        if format == "aenet-xsf" or (format is None and _is_aenet_xsf(path)):
+            from mlpot.io.xsf import read_xsf
+
+            frames = [read_xsf(path)]
+        else:
+            frames = ase.io.read(path, index=index, format=format)
+    except DataError:
+        raise
     except StopIteration:
         raise EmptyFileError("file holds no frame", source) from None
     except Exception as exc:  # ASE raises many types; give one line naming the file
