@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from mlpot.data.graph import AtomicGraph, atoms_to_graph
+from mlpot.descriptors.geometry import edge_vectors
 from mlpot.descriptors.scaling import FeatureScaler
 
 
@@ -24,6 +25,9 @@ class Potential(nn.Module):
         self.descriptor = descriptor
         self.scaler = scaler or FeatureScaler(len(self.elements), descriptor.n_features)
         self.head = head
+        head_cutoff = getattr(head, "cutoff", None)  # heads on the geometry (PINN) use the descriptor's neighbour list
+        if head_cutoff is not None and float(head_cutoff) > float(descriptor.cutoff) + 1e-12:
+            raise ValueError(f"head cutoff {head_cutoff} exceeds the descriptor cutoff {descriptor.cutoff}")
         self.metadata = dict(metadata or {})
 
     @property
@@ -57,7 +61,11 @@ class Potential(nn.Module):
             positions = torch.einsum("nk,nkl->nl", positions, deform[graph.batch])
             cell = torch.bmm(cell, deform)
         G = self.features(graph, positions, cell)
-        atomic = self.head(self.scaler(G, graph.species), graph.species)
+        if getattr(self.head, "needs_geometry", False):  # e.g. the PINN head: also gets the pair vectors r_ij
+            vec = edge_vectors(positions, graph.edge_index, graph.shifts, cell, graph.batch)
+            atomic = self.head(self.scaler(G, graph.species), graph.species, vec=vec, edge_index=graph.edge_index)
+        else:
+            atomic = self.head(self.scaler(G, graph.species), graph.species)
         energy = torch.zeros(graph.n_structures, dtype=atomic.dtype, device=atomic.device).index_add(0, graph.batch, atomic)
         out = {"energy": energy, "atomic_energies": atomic, "descriptors": G}
         if inputs:

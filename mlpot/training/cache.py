@@ -78,6 +78,8 @@ def collate(records: list[dict]) -> dict:
 
 def predict_cached(potential, batch: dict, forces: bool = True, stress: bool = False, create_graph: bool = False) -> dict:
     """Energy, atomic energies, forces and stress of a cached batch (see the module docstring)."""
+    if getattr(potential.head, "needs_geometry", False):
+        return predict_cached_geometry(potential, batch, forces, stress, create_graph)
     G = batch["G"]
     if forces or stress:
         G = G.detach().requires_grad_(True)
@@ -93,6 +95,43 @@ def predict_cached(potential, batch: dict, forces: bool = True, stress: bool = F
         if forces:
             f = G.new_zeros(G.shape[0], 3).index_add(0, i, c).index_add(0, j, -c)
             out["forces"] = f
+        if stress:
+            virial = torch.einsum("pa,pb->pab", batch["vec"], c)
+            s = G.new_zeros(n_struct, 3, 3).index_add(0, batch["pair_batch"], virial)
+            out["stress"] = s / batch["volume"][:, None, None]
+    return out
+
+
+def predict_cached_geometry(potential, batch: dict, forces: bool = True, stress: bool = False,
+                            create_graph: bool = False) -> dict:
+    """:func:`predict_cached` for heads that also use the pair vectors (``needs_geometry``, e.g. the PINN).
+
+    E depends on r_ij directly and through G; per pair c_p = ∂E/∂r_p|_G + J_p^T ∂E/∂G_i(p),
+    then forces and stress as in the module docstring. Adds ``delta`` (per-atom corrections)
+    and ``penalty`` (their loss term) when the head offers ``penalty``.
+    """
+    G, vec = batch["G"], batch["vec"]
+    if forces or stress:
+        G = G.detach().requires_grad_(True)
+        vec = vec.detach().requires_grad_(True)
+    species, (i, j) = batch["species"], batch["edge_index"]
+    head = potential.head
+    with_delta = callable(getattr(head, "penalty", None))
+    res = head(potential.scaler(G, species), species, vec=vec, edge_index=batch["edge_index"], return_delta=with_delta)
+    atomic, delta = res if with_delta else (res, None)
+    n_struct = batch["n_atoms"].shape[0]
+    energy = torch.zeros(n_struct, dtype=atomic.dtype, device=atomic.device).index_add(0, batch["batch"], atomic)
+    out = {"energy": energy, "atomic_energies": atomic}
+    if delta is not None:
+        out["delta"] = delta
+        out["penalty"] = head.penalty(delta)
+    if forces or stress:
+        dEdG, dEdv = torch.autograd.grad(atomic.sum(), (G, vec), create_graph=create_graph, allow_unused=True)
+        c = torch.zeros_like(vec) if dEdv is None else dEdv
+        if dEdG is not None:
+            c = c + torch.einsum("pf,pfk->pk", dEdG.index_select(0, i), batch["J"])
+        if forces:
+            out["forces"] = G.new_zeros(G.shape[0], 3).index_add(0, i, c).index_add(0, j, -c)
         if stress:
             virial = torch.einsum("pa,pb->pab", batch["vec"], c)
             s = G.new_zeros(n_struct, 3, 3).index_add(0, batch["pair_batch"], virial)
