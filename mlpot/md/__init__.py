@@ -1,0 +1,8 @@
+"""Molecular dynamics with ASE's integrators over any ASE calculator (the ML model, a committee, EMT, EAM)."""
+
+from mlpot.md.calculators import CommitteeCalculator, MonitoredCalculator, make_calculator
+from mlpot.md.runner import ENSEMBLES, make_dynamics, run_md, thermalize
+from mlpot.md.structures import fix_atoms, make_structure, melt, region_mask
+
+__all__ = ["ENSEMBLES", "CommitteeCalculator", "MonitoredCalculator", "fix_atoms", "make_calculator",
+           "make_dynamics", "make_structure", "melt", "region_mask", "run_md", "thermalize"]

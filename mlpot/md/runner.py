@@ -1,0 +1,287 @@
+"""One MD run with ASE's integrators: writers, restart, stability checks, extrapolation monitor.
+
+:func:`run_md` drives ``dyn.run(steps)`` of an ASE dynamics object and attaches observers:
+every step a stability check (finite energy, bounded energy change and forces; the last good
+state is kept) and the extrapolation monitor; every ``interval`` steps a trajectory frame
+(extxyz or ASE ``.traj``, with momenta, so a run restarts from its last frame) and a row of the
+thermo CSV. Ensembles (``make_dynamics``): ``nve`` (VelocityVerlet), ``langevin``, ``bussi``,
+``nose_hoover`` (Nosé–Hoover chain) and ``npt`` (isotropic MTK, Nosé–Hoover chains), all ASE's own.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+import os
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+import ase.io
+import numpy as np
+from ase import Atoms, units
+
+from mlpot.errors import ExtrapolationError, MDInstabilityError, OutputPathError, SimulationConfigError
+
+log = logging.getLogger(__name__)
+
+ENSEMBLES = ("nve", "langevin", "bussi", "nose_hoover", "npt")
+THERMO_COLUMNS = ("step", "time_ps", "epot_eV", "ekin_eV", "etot_eV", "temperature_K", "volume_A3",
+                  "n_extrapolating", "energy_std_eV", "steps_per_s")
+
+
+def thermalize(atoms: Atoms, temperature_K: float, rng) -> None:
+    """Maxwell–Boltzmann momenta at ``temperature_K`` with zero total momentum (ASE's tools)."""
+    try:  # ASE >= 3.29
+        from ase.md.velocitydistribution import thermalize_momenta
+
+        thermalize_momenta(atoms, temperature_K, rng=rng)
+    except ImportError:  # pragma: no cover - older ASE
+        from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
+
+        MaxwellBoltzmannDistribution(atoms, temperature_K=temperature_K, rng=rng)
+    from ase.md.velocitydistribution import Stationary
+
+    Stationary(atoms)
+
+
+def check_positive(**values) -> None:
+    """SimulationConfigError for the first value that is not a finite positive number."""
+    for name, v in values.items():
+        try:
+            ok = v is not None and math.isfinite(float(v)) and float(v) > 0
+        except (TypeError, ValueError):
+            ok = False
+        if not ok:
+            raise SimulationConfigError(f"{name} must be a positive number, got {v!r}")
+
+
+def writable_dir(path: str | os.PathLike, what: str = "output folder") -> Path:
+    """Create ``path`` and check that a file can be written there (OutputPathError otherwise)."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".mlpot-write-test-{os.getpid()}"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        raise OutputPathError(f"{what} {path} is not writable ({type(e).__name__}: {e.strerror or e})") from None
+    return path
+
+
+def make_dynamics(atoms: Atoms, ensemble: str, timestep_fs: float, temperature_K: float | None = None, rng=None,
+                  friction_per_fs: float = 0.01, taut_fs: float = 100.0, tdamp_fs: float = 100.0, tchain: int = 3,
+                  pressure_GPa: float = 0.0, pdamp_fs: float = 1000.0, **_ignored):
+    """An ASE dynamics object for ``ensemble`` (see :data:`ENSEMBLES`)."""
+    check_positive(timestep_fs=timestep_fs)
+    dt = float(timestep_fs) * units.fs
+    if ensemble == "nve":
+        from ase.md.verlet import VelocityVerlet
+
+        return VelocityVerlet(atoms, dt)
+    if ensemble not in ENSEMBLES:
+        raise SimulationConfigError(f"unknown ensemble {ensemble!r} (choose from {', '.join(ENSEMBLES)})")
+    check_positive(temperature_K=temperature_K)
+    T = float(temperature_K)
+    if ensemble == "langevin":
+        from ase.md.langevin import Langevin
+
+        return Langevin(atoms, dt, temperature_K=T, friction=friction_per_fs / units.fs, fixcm=False, rng=rng)
+    if ensemble == "bussi":
+        from ase.md.bussi import Bussi
+
+        return Bussi(atoms, dt, temperature_K=T, taut=taut_fs * units.fs, rng=rng)
+    if ensemble == "nose_hoover":
+        from ase.md.nose_hoover_chain import NoseHooverChainNVT
+
+        return NoseHooverChainNVT(atoms, dt, temperature_K=T, tdamp=tdamp_fs * units.fs, tchain=int(tchain))
+    from ase.md.nose_hoover_chain import IsotropicMTKNPT
+
+    return IsotropicMTKNPT(atoms, dt, temperature_K=T, pressure_au=pressure_GPa * units.GPa, tdamp=tdamp_fs * units.fs,
+                           pdamp=pdamp_fs * units.fs, tchain=int(tchain))
+
+
+class _Writer:
+    """Trajectory frames in extxyz (appended text) or ASE ``.traj`` (appended binary)."""
+
+    def __init__(self, path: Path, append: bool):
+        self.path = path
+        self.traj = path.suffix == ".traj"
+        if not append and path.exists():
+            path.unlink()
+        self._handle = None
+        if self.traj:
+            from ase.io.trajectory import Trajectory
+
+            self._handle = Trajectory(str(path), "a" if append else "w")
+
+    def write(self, atoms: Atoms) -> None:
+        if self.traj:
+            self._handle.write(atoms)
+        else:
+            with open(self.path, "a") as f:
+                ase.io.write(f, atoms, format="extxyz")
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.close()
+
+
+def _last_frame(path: Path) -> Atoms | None:
+    if not path.is_file() or path.stat().st_size == 0:
+        return None
+    return ase.io.read(path, index=-1)
+
+
+def _truncate_thermo(path: Path, last_step: int) -> None:
+    if not path.is_file():
+        return
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f))
+    if not rows:
+        return
+    kept = [rows[0]] + [r for r in rows[1:] if r and int(float(r[0])) <= last_step]
+    with open(path, "w", newline="") as f:
+        csv.writer(f).writerows(kept)
+
+
+def run_md(atoms: Atoms, calculator, *, output_dir, ensemble: str = "nve", steps: int = 100, timestep_fs: float = 1.0,
+           temperature_K: float | None = 300.0, init_velocities: bool = True, seed: int = 0, interval: int = 10,
+           trajectory: str = "md.extxyz", thermo: str = "thermo.csv", restart: bool = False,
+           max_energy_change_per_atom: float = 2.0, max_force: float = 100.0, max_extrapolating: int | None = None,
+           max_extrapolating_fraction: float | None = None, progress: bool = True, ensemble_options: Mapping | None = None,
+           observers=()) -> dict:
+    """Run ``steps`` MD steps of ``atoms`` with ``calculator``; returns a summary dict.
+
+    ``restart``: continue from the last frame of an existing trajectory (positions, momenta, cell and
+    step; the thermo CSV is cut back to that step); the run then ends at step ``steps`` in total.
+    ``init_velocities``: Maxwell–Boltzmann at ``temperature_K`` with zero momentum (skipped on restart).
+    Raises MDInstabilityError (NaN energy, energy change > ``max_energy_change_per_atom`` eV/atom from the
+    start, or a force > ``max_force`` eV/Å; the last good state goes to ``<trajectory>.last_good.extxyz``),
+    ExtrapolationError (more than ``max_extrapolating`` atoms, or a fraction above
+    ``max_extrapolating_fraction``, outside the model's training range). ``observers``: extra
+    ``(function(atoms, step), interval)`` pairs.
+    """
+    from mlpot.md.calculators import check_elements, n_extrapolating
+
+    check_positive(timestep_fs=timestep_fs, interval=interval)
+    if ensemble != "nve" or (init_velocities and not restart):
+        check_positive(temperature_K=temperature_K)
+    if int(steps) != steps or steps < 0:
+        raise SimulationConfigError(f"steps must be an integer >= 0, got {steps!r}")
+    out = writable_dir(output_dir, "trajectory folder")
+    traj_path, thermo_path = out / trajectory, out / thermo
+    rng = np.random.default_rng(seed)
+    start = 0
+    last = _last_frame(traj_path) if restart else None
+    if last is not None:
+        start = int(last.info.get("step", 0))
+        atoms.set_cell(last.cell, scale_atoms=False)
+        atoms.positions = last.positions
+        if last.has("momenta"):
+            atoms.set_momenta(last.get_momenta(), apply_constraint=False)
+        _truncate_thermo(thermo_path, start)
+        log.info("restart from %s at step %d", traj_path, start)
+    elif init_velocities and temperature_K:
+        thermalize(atoms, float(temperature_K), rng)
+    check_elements(atoms, calculator)
+    atoms.calc = calculator
+    dyn = make_dynamics(atoms, ensemble, timestep_fs, temperature_K, rng, **dict(ensemble_options or {}))
+    writer = _Writer(traj_path, append=last is not None)
+    new_thermo = last is None or not thermo_path.is_file()
+    thermo_f = open(thermo_path, "w" if new_thermo else "a", newline="")
+    thermo_w = csv.writer(thermo_f)
+    if new_thermo:
+        thermo_w.writerow(THERMO_COLUMNS)
+    ext_path = out / (Path(trajectory).stem + ".extrapolation.csv")
+    n_atoms = len(atoms)
+    e_start = atoms.get_potential_energy()
+    state = {"last_good": atoms.copy(), "t0": time.perf_counter(), "s0": start, "n_ext_max": 0, "warned": False,
+             "rate": 0.0}
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=int(steps), initial=start, unit="step", desc=f"MD {ensemble}", mininterval=1.0)
+
+    def step_now() -> int:
+        return start + dyn.nsteps
+
+    def frame(step: int) -> Atoms:
+        snap = atoms.copy()
+        snap.calc = None
+        snap.info.update(step=step, time_ps=step * timestep_fs / 1000.0)
+        return snap
+
+    def check():
+        step = step_now()
+        e = atoms.get_potential_energy()
+        forces = atoms.calc.results.get("forces")
+        fmax = float(np.abs(forces).max()) if forces is not None and len(forces) else 0.0
+        bad = None
+        if not math.isfinite(e) or (forces is not None and not np.all(np.isfinite(forces))):
+            bad = "NaN or inf in the energy or forces"
+        elif abs(e - e_start) / n_atoms > max_energy_change_per_atom:
+            bad = f"energy changed by {(e - e_start) / n_atoms:+.3f} eV/atom (> {max_energy_change_per_atom})"
+        elif fmax > max_force:
+            bad = f"a force of {fmax:.1f} eV/Å (> {max_force})"
+        if bad:
+            good = out / (Path(trajectory).stem + ".last_good.extxyz")
+            ase.io.write(good, state["last_good"], format="extxyz")
+            raise MDInstabilityError(f"MD step {step}: {bad}; the run is stopped, last good frame in {good}")
+        state["last_good"] = frame(step)
+        n = n_extrapolating(atoms.calc)
+        if n:
+            state["n_ext_max"] = max(state["n_ext_max"], n)
+            with open(ext_path, "a") as f:
+                f.write(f"{step},{n}\n")
+            if not state["warned"]:
+                log.warning("MD step %d: %d atom(s) outside the model's training range (logged per step in %s)",
+                            step, n, ext_path)
+                state["warned"] = True
+            too_many = (max_extrapolating is not None and n > max_extrapolating) or (
+                max_extrapolating_fraction is not None and n / n_atoms > max_extrapolating_fraction)
+            if too_many:
+                writer.write(frame(step))
+                raise ExtrapolationError(
+                    f"MD step {step}: {n} of {n_atoms} atoms outside the model's training range (limit "
+                    f"{max_extrapolating if max_extrapolating is not None else max_extrapolating_fraction}); "
+                    f"the run is stopped, frame written to {traj_path}")
+        if bar is not None and step > start:
+            bar.update(1)
+
+    def write():
+        step = step_now()
+        if last is not None and step == start:
+            return  # that frame is already in the file
+        elapsed = time.perf_counter() - state["t0"]
+        state["rate"] = (step - state["s0"]) / elapsed if elapsed > 0 and step > state["s0"] else 0.0
+        writer.write(frame(step))
+        epot, ekin = atoms.get_potential_energy(), atoms.get_kinetic_energy()
+        n = n_extrapolating(atoms.calc)
+        estd = atoms.calc.results.get("energy_std", "")
+        thermo_w.writerow([step, f"{step * timestep_fs / 1000.0:.6f}", f"{epot:.8f}", f"{ekin:.8f}",
+                           f"{epot + ekin:.8f}", f"{atoms.get_temperature():.3f}", f"{atoms.get_volume():.4f}",
+                           "" if n is None else n, estd, f"{state['rate']:.2f}"])
+        thermo_f.flush()
+        if bar is not None:
+            bar.set_postfix_str(f"T={atoms.get_temperature():.0f} K, {state['rate']:.1f} steps/s", refresh=False)
+
+    dyn.attach(check, interval=1)
+    dyn.attach(write, interval=int(interval))
+    for fn, every in observers:
+        dyn.attach(lambda fn=fn: fn(atoms, step_now()), interval=int(every))
+    t0 = time.perf_counter()
+    try:
+        dyn.run(max(0, int(steps) - start))
+    finally:
+        writer.close()
+        thermo_f.close()
+        if bar is not None:
+            bar.close()
+    wall = time.perf_counter() - t0
+    done = max(0, int(steps) - start)
+    return {"steps": int(steps), "start_step": start, "wall_s": wall, "steps_per_s": done / wall if wall > 0 else 0.0,
+            "trajectory": str(traj_path), "thermo": str(thermo_path), "max_extrapolating": state["n_ext_max"],
+            "final_temperature_K": float(atoms.get_temperature()), "atoms": atoms}
