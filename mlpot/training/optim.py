@@ -1,0 +1,72 @@
+"""L-BFGS training (``optim=lbfgs``): torch.optim.LBFGS driven from Lightning by manual optimisation.
+
+L-BFGS evaluates the loss several times per step (its strong-Wolfe line search calls the closure at trial
+weights), so the automatic loop would count every trial evaluation in the training metrics and clip the
+gradients that the line search compares. Here the closure reuses ``PotentialModule._step``; only its first
+evaluation (at the weights before the step) enters the training metrics, and nothing is clipped (``mlpot.train``
+switches clipping off for manual optimisation). It is meant for full batches (``data.batch_size`` at least the
+number of training frames): the cache makes a full pass over a few hundred structures cheap, and L-BFGS's
+curvature pairs only make sense for a fixed objective.
+
+An optional warm start runs ``warmup_epochs`` epochs of Adam (``warmup_lr``) on the same batches before L-BFGS
+takes over, which moves the weights out of the flat region of a random start.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from pytorch_lightning.utilities import rank_zero_warn
+
+from mlpot.training.module import PotentialModule
+
+
+class LBFGSModule(PotentialModule):
+    """A :class:`PotentialModule` whose training step is one ``torch.optim.LBFGS.step`` (manual optimisation)."""
+
+    def __init__(self, *args, warmup_epochs: int = 0, warmup_lr: float = 1e-3, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.scheduler_factory is not None:
+            raise ValueError("optim=lbfgs takes no learning-rate scheduler (set optim.scheduler=null)")
+        self.automatic_optimization = False
+        self.warmup_epochs = int(warmup_epochs)
+        self.warmup_lr = float(warmup_lr)
+        self.n_evaluations = 0  # loss evaluations (closure calls) so far, for reporting
+        self._warned = False
+
+    def on_fit_start(self):
+        if self.trainer.world_size > 1:  # the line search compares this process's loss values only
+            raise ValueError("optim=lbfgs runs in a single process (trainer=cpu or gpu), not under DDP")
+
+    def configure_optimizers(self):
+        opt = self.optimizer_factory(self.potential.parameters())
+        if self.warmup_epochs > 0:
+            return [opt, torch.optim.Adam(self.potential.parameters(), lr=self.warmup_lr)]
+        return opt
+
+    def training_step(self, batch, batch_idx):
+        opts = self.optimizers()
+        opts = opts if isinstance(opts, list) else [opts]
+        warm = self.current_epoch < self.warmup_epochs
+        opt = opts[1] if warm else opts[0]
+        if not warm and not self._warned and self.trainer.num_training_batches > 1:
+            rank_zero_warn(f"L-BFGS on {self.trainer.num_training_batches} batches per epoch: set data.batch_size "
+                           "to at least the number of training frames for full-batch L-BFGS")
+            self._warned = True
+        first: dict = {}
+
+        def closure():
+            opt.zero_grad()
+            value = self._step(batch, "train")
+            if not first:  # the training metrics are those at the weights before the step
+                first["sums"] = copy.deepcopy(self.acc["train"].sums)
+                first["loss"] = value.detach()
+            self.manual_backward(value)
+            self.n_evaluations += 1
+            return value
+
+        opt.step(closure)
+        self.acc["train"].sums = first["sums"]
+        self.log("train/loss_step", first["loss"], batch_size=int(batch["n_atoms"].shape[0]), prog_bar=True)
+        self.log("train/evaluations", float(self.n_evaluations), batch_size=1)
