@@ -77,3 +77,23 @@ class ScalingDataError(ModelFileError):
 
 class WeightsFileError(ModelFileError):
     """A malformed n2p2 ``weights.NNN.data``."""
+
+
+class SimulationConfigError(MLPotError, ValueError):
+    """A bad MD or property-evaluation setting (non-positive timestep or temperature, ...)."""
+
+
+class OutputPathError(MLPotError, OSError):
+    """An output folder (trajectory, report) that cannot be created or written."""
+
+
+class MDInstabilityError(MLPotError, RuntimeError):
+    """An MD run that produced NaN or exploding energies/forces (the last good frame is kept)."""
+
+
+class ExtrapolationError(MLPotError, RuntimeError):
+    """Too many atoms whose descriptors leave the training range of the model."""
+
+
+class ParameterRangeError(MLPotError, ValueError):
+    """Parameters of an analytic potential (e.g. the PINN's bond-order potential) outside their physical range."""

@@ -35,9 +35,11 @@ import torch
 from mlpot.descriptors.acsf import ACSF
 from mlpot.descriptors.bessel import SphericalBessel
 from mlpot.descriptors.chebyshev import Chebyshev
+from mlpot.descriptors.sannp import SANNP
 from mlpot.descriptors.scaling import FeatureScaler
 from mlpot.errors import ModelFileError
 from mlpot.models.hdnnp import HDNNP
+from mlpot.models.pinn import PINN
 from mlpot.models.potential import Potential
 
 FORMAT = "mlpot-model"
@@ -89,7 +91,9 @@ def register_scaler(name: str, cls: type) -> type:
 register_descriptor("ACSF", ACSF)
 register_descriptor("Chebyshev", Chebyshev)
 register_descriptor("SphericalBessel", SphericalBessel)
+register_descriptor("SANNP", SANNP)
 register_head("HDNNP", HDNNP)
+register_head("PINN", PINN)  # an mlpot without it: ModelFormatError "unknown head class 'PINN'"
 register_scaler("FeatureScaler", FeatureScaler)
 
 

@@ -49,15 +49,38 @@ def build(cfg: DictConfig):
     with open_dict(cfg):  # training-split statistics, computed once, injected into the config
         if cfg.model.get("e0") is None:
             cfg.model.e0 = dm.reference_energies()
+            if weights.atomic_energies > 0:  # per-atom labels (SANNP): E0 = each element's mean training E_i
+                cfg.model.e0 = _mean_atomic_energies(dm.frames["train"], dm.elements, cfg.model.e0)
     head = instantiate(cfg.model, n_features_per_element=descriptor.n_features_per_element)
     scaler = FeatureScaler(len(dm.elements), descriptor.n_features, **cfg.scaling)
     scaler.fit(*dm.train_descriptors())
     potential = Potential(dm.elements, descriptor, head, scaler, metadata={"units": {"energy": "eV", "length": "Å"}})
     potential = potential.to(dtype)
-    module = PotentialModule(potential, weights, optimizer=instantiate(cfg.optim.optimizer),
+    if getattr(head, "needs_geometry", False) and hasattr(head, "u0"):  # PINN stage 1: fit p0 before the networks
+        from mlpot.training.baseline import fit_baseline
+
+        fit_baseline(potential, dm.records["train"], weights, seed=cfg.seed, **head.baseline)
+    module_factory = instantiate(cfg.optim.module) if cfg.optim.get("module") else PotentialModule  # e.g. EKFModule
+    module = module_factory(potential, weights, optimizer=instantiate(cfg.optim.optimizer),
                              scheduler=instantiate(cfg.optim.scheduler) if cfg.optim.get("scheduler") else None,
                              monitor=cfg.optim.monitor)
     return dm, potential, module
+
+
+def _mean_atomic_energies(frames, elements, fallback) -> list[float]:
+    """Per-element mean of the E_i labels (the least-squares E0 is degenerate for a fixed composition)."""
+    import numpy as np
+
+    from mlpot.data.frames import get_label
+
+    sums, counts = np.zeros(len(elements)), np.zeros(len(elements))
+    for atoms in frames:
+        e_i = get_label(atoms, "atomic_energies")
+        if e_i is not None:
+            idx = np.array([elements.index(s) for s in atoms.get_chemical_symbols()])
+            np.add.at(sums, idx, e_i)
+            np.add.at(counts, idx, 1)
+    return [float(s / c) if c else float(f) for s, c, f in zip(sums, counts, fallback)]
 
 
 def run(cfg: DictConfig) -> dict:
@@ -67,7 +90,8 @@ def run(cfg: DictConfig) -> dict:
     dm, potential, module = build(cfg)
     loggers = [instantiate(lg) for lg in cfg.logger.values()] if cfg.get("logger") else []
     callbacks = [instantiate(cb) for cb in cfg.callbacks.values()] if cfg.get("callbacks") else []
-    trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks, default_root_dir=str(run_dir))
+    extra = {} if module.automatic_optimization else {"gradient_clip_val": None}  # manual optimisation: no clipping
+    trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks, default_root_dir=str(run_dir), **extra)
     if trainer.is_global_zero:
         (run_dir / "config_resolved.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     t0 = time.perf_counter()
@@ -79,6 +103,8 @@ def run(cfg: DictConfig) -> dict:
     if module.history:
         last = module.history[-1]
         metrics.update({k: v for k, v in last.items() if k.startswith(("train/", "val/"))})
+        if "stage" in last:  # the SANNP schedule's stage (mlpot/training/schedule.py)
+            metrics["stage"] = last["stage"]
     if trainer.is_global_zero:
         _write_artefacts(cfg, run_dir, dm, module, metrics)
     return metrics

@@ -69,11 +69,37 @@ def summarize(folder: Path, metrics: list[str]) -> tuple[str, str, list[list]]:
     return per_run, table(grouped, ["settings", "n"] + metrics), grouped
 
 
+def plot(folder: Path, metrics: list[str], out: Path) -> None:
+    """One panel per metric: mean ± std over seeds for each setting of the sweep."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups: dict[str, list[dict]] = {}
+    for r in load_runs(folder):
+        key = " ".join(o for o in r["overrides"] if not o.startswith("seed=")) or "(defaults)"
+        groups.setdefault(key, []).append(r["metrics"])
+    keys = list(groups)
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.6), squeeze=False)
+    for ax, m in zip(axes[0], metrics):
+        vals = [[x[m] for x in groups[k] if m in x] for k in keys]
+        mean = [statistics.mean(v) if v else float("nan") for v in vals]
+        std = [statistics.stdev(v) if len(v) > 1 else 0.0 for v in vals]
+        ax.errorbar(range(len(keys)), mean, yerr=std, fmt="o", capsize=4)
+        ax.set_xticks(range(len(keys)), keys, rotation=30, ha="right", fontsize=7)
+        ax.set_title(m, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("folder", type=Path)
     ap.add_argument("--metrics", nargs="+", default=DEFAULT_METRICS)
     ap.add_argument("--csv", type=Path, default=None)
+    ap.add_argument("--plot", type=Path, default=None, help="PNG with mean ± std over seeds per setting")
     args = ap.parse_args(argv)
     per_run, grouped_table, grouped = summarize(args.folder, args.metrics)
     print(per_run)
@@ -85,6 +111,8 @@ def main(argv=None) -> int:
             w = csv.writer(fh)
             w.writerow(["settings", "n"] + args.metrics)
             w.writerows(grouped)
+    if args.plot:
+        plot(args.folder, args.metrics, args.plot)
     return 0
 
 

@@ -133,10 +133,11 @@ def test_multirun_and_summary(tiny_data, tmp_path):
                 f"hydra.sweep.dir={tmp_path / 'sweep'}", *COMMON], cwd=tmp_path)
     assert res.returncode == 0, res.stderr[-2000:]
     assert len(list((tmp_path / "sweep").rglob("metrics.json"))) == 2
-    out = subprocess.run([sys.executable, str(ROOT / "scripts" / "summarize_runs.py"), str(tmp_path / "sweep")],
-                         capture_output=True, text=True)
+    out = subprocess.run([sys.executable, str(ROOT / "scripts" / "summarize_runs.py"), str(tmp_path / "sweep"),
+                          "--plot", str(tmp_path / "sweep.png")], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert "seed=1" in out.stdout and "mean ± std over seeds" in out.stdout
+    assert (tmp_path / "sweep.png").stat().st_size > 0
 
 
 def test_ddp_cpu_test_metrics_not_distorted(tiny_data, tmp_path):

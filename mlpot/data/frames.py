@@ -155,6 +155,10 @@ def read_frames(
             from mlpot.io.xsf import read_xsf
 
             frames = [read_xsf(path)]
+        elif format == "movement" or (format is None and path.is_file() and path.name.upper().endswith("MOVEMENT")):
+            from mlpot.io.pwmat import read_movement  # PWmat MOVEMENT: labels set by the reader
+
+            frames = read_movement(path)
         else:
             frames = ase.io.read(path, index=index, format=format)
     except DataError:

@@ -36,6 +36,8 @@ class PotentialModule(pl.LightningModule):
                                   create_graph=training)
         err = errors(pred, batch)
         self.acc[stage].update(err)
+        if training and "penalty" in pred:  # heads with a regulariser on their output (PINN: |δp|²)
+            return loss(err, self.weights) + pred["penalty"]
         return loss(err, self.weights) if training else None
 
     def training_step(self, batch, batch_idx):
