@@ -32,6 +32,17 @@ def build_tiny_potential():
     return Potential(["Cu"], d, HDNNP(d.n_features_per_element, (8,), "tanh")).double()
 
 
+# tiny built-in EMT Cu data for end-to-end training tests (generated once per test session)
+TINY_EMT = dict(n_frames_per_traj=6, repeat=2, equil_steps=8, heat_steps=40, melt_equil_steps=8)
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory) -> Path:
+    from mlpot.data.builtin import generate_emt_cu
+
+    return generate_emt_cu(tmp_path_factory.mktemp("data") / "emt_tiny.extxyz", **TINY_EMT)
+
+
 @pytest.fixture
 def tiny_potential():
     return build_tiny_potential()

@@ -41,3 +41,16 @@ def random_cell(symbols, a=3.4, seed=0, rattle=0.15, pbc=True, shear=0.1):
     atoms = Atoms(symbols, scaled_positions=frac % 1.0, cell=cell, pbc=pbc)
     atoms.positions += rng.normal(0, rattle, (n, 3))
     return atoms
+
+
+def train_config(run_dir, data_path, *overrides):
+    """The composed ``train`` config for a short run on tiny data (later overrides win)."""
+    from hydra import compose, initialize_config_dir
+
+    from mlpot.train import CONF_DIR
+
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        return compose("train", overrides=[
+            f"run_dir={run_dir}", f"data.path={data_path}", "data.batch_size=4", "trainer.max_epochs=3",
+            "trainer.enable_progress_bar=false", "descriptor.cutoff=4.0", "descriptor.angular.rc=3.5",
+            "model.hidden=[8,8]", *overrides])

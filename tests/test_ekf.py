@@ -9,7 +9,7 @@ import torch
 
 from mlpot.training.ekf import KalmanFilter
 from mlpot.train import run
-from tests.test_train import config, tiny_data  # noqa: F401  (fixture)
+from tests.helpers import train_config as config
 
 
 def test_linear_model_gives_the_ridge_solution():
@@ -48,7 +48,7 @@ def test_schedules_and_float64_state_through_a_checkpoint():
         kf.step()
 
 
-def test_ekf_training_run(tiny_data, tmp_path):  # noqa: F811
+def test_ekf_training_run(tiny_data, tmp_path):
     cfg = config(tmp_path, tiny_data, "optim=ekf", "data.batch_size=1", "optim.module.force_fraction=0.05",
                  "trainer.max_epochs=2")
     metrics = run(cfg)

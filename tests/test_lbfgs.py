@@ -3,29 +3,17 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
-from mlpot.data.builtin import generate_emt_cu
-from mlpot.train import CONF_DIR, run
-
-TINY = dict(n_frames_per_traj=6, repeat=2, equil_steps=8, heat_steps=40, melt_equil_steps=8)
-
-
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory) -> Path:
-    return generate_emt_cu(tmp_path_factory.mktemp("data") / "emt_tiny.extxyz", **TINY)
+from mlpot.train import run
+from tests.helpers import train_config
 
 
 def config(run_dir, data_path, *overrides):
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        return compose("train", overrides=[
-            f"run_dir={run_dir}", f"data.path={data_path}", "optim=lbfgs", "data.batch_size=1000",
-            "trainer.enable_progress_bar=false", "descriptor.cutoff=4.0", "descriptor.angular.rc=3.5",
-            "model.hidden=[8,8]", "optim.optimizer.max_iter=5", "dtype=float64", "export=false", *overrides])
+    return train_config(run_dir, data_path, "optim=lbfgs", "data.batch_size=1000", "optim.optimizer.max_iter=5",
+                        "dtype=float64", "export=false", *overrides)
 
 
 def test_lbfgs_reduces_the_loss_and_writes_metrics(tiny_data, tmp_path):

@@ -12,24 +12,12 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from mlpot.data.builtin import generate_emt_cu
 from mlpot.train import CONF_DIR, run
-
-TINY = dict(n_frames_per_traj=6, repeat=2, equil_steps=8, heat_steps=40, melt_equil_steps=8)
-
-
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("data") / "emt_tiny.extxyz"
-    return generate_emt_cu(path, **TINY)
+from tests.helpers import train_config
 
 
 def config(run_dir, data_path, *overrides):
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        return compose("train", overrides=[
-            f"run_dir={run_dir}", f"data.path={data_path}", "data.batch_size=4", "trainer.max_epochs=3",
-            "trainer.enable_progress_bar=false", "descriptor.cutoff=4.0", "descriptor.angular.rc=3.5",
-            "model.hidden=[8,8]", "loss=sannp", "callbacks=sannp", "export=false", *overrides])
+    return train_config(run_dir, data_path, "loss=sannp", "callbacks=sannp", "export=false", *overrides)
 
 
 def stages(run_dir):
