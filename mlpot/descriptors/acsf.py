@@ -21,6 +21,7 @@ from torch import nn
 
 from mlpot.descriptors.cutoff import canonical, cutoff_function
 from mlpot.descriptors.geometry import edge_vectors, triplets
+from mlpot.descriptors.pairsum import angular_monomials, monomial_table
 
 
 @dataclass(frozen=True)
@@ -169,17 +170,15 @@ class ACSF(nn.Module):
         tri = [k for k in range(len(self.ang_kernels)) if k not in mom]
         self.mom_radial, mom_u = _unique([self.ang_radial[int(self.ang_u[k])] for k in mom])
         n_deg = int(max((self.ang_kernels[k][3] for k in mom), default=-1)) + 1  # degrees 0..n_deg-1
-        expo = [(a, b, n - a - b) for n in range(n_deg) for a in range(n, -1, -1) for b in range(n - a, -1, -1)]
-        deg = torch.zeros(len(expo), max(n_deg, 1), dtype=torch.float64)
-        for m, (a, b, c) in enumerate(expo):
-            deg[m, a + b + c] = math.factorial(a + b + c) / (math.factorial(a) * math.factorial(b) * math.factorial(c))
+        expo, deg = monomial_table(n_deg - 1)
+        self._max_degree = max(n_deg - 1, 0)
         coef = torch.zeros(len(mom), max(n_deg, 1), dtype=torch.float64)  # kernel value = Σ_n coef S_n
         for row, k in enumerate(mom):
             _, _, _, zeta, lam, _ = self.ang_kernels[k]
             for n in range(int(zeta) + 1):
                 coef[row, n] = 2.0 ** (1.0 - zeta) * math.comb(int(zeta), n) * lam**n
         ea, eb = zip(*itertools.combinations_with_replacement(range(n_el), 2)) if n_el else ((), ())
-        self.register_buffer("mom_expo", torch.tensor(expo, dtype=torch.long).reshape(-1, 3), persistent=False)
+        self.register_buffer("mom_expo", expo, persistent=False)
         self.register_buffer("mom_deg", deg, persistent=False)
         self.register_buffer("mom_coef", coef, persistent=False)
         self.register_buffer("mom_ku", torch.tensor(mom_u, dtype=torch.long), persistent=False)
@@ -189,7 +188,6 @@ class ACSF(nn.Module):
         self.register_buffer("pair_a", torch.tensor(ea, dtype=torch.long), persistent=False)
         self.register_buffer("pair_b", torch.tensor(eb, dtype=torch.long), persistent=False)
         self.register_buffer("pair_same", torch.tensor([a == b for a, b in zip(ea, eb)], dtype=torch.bool), persistent=False)
-        self._n_deg = n_deg
         # block columns: [radial (n_el * K_r) | moment angular (n_pairs_el * K_m) | zero]
         K_m = len(mom)
         zero_col = n_el * K_r + n_pairs_el * K_m
@@ -300,12 +298,7 @@ class ACSF(nn.Module):
         h = torch.exp(-self.mom_eta.to(dt) * (r[:, None] - self.mom_rs.to(dt)) ** 2)
         h = h * self._cutoffs(r).index_select(1, self.mom_cut)  # (P, U)
         unit = vec / r[:, None]
-        powers = [torch.ones_like(unit)]
-        for _ in range(self._n_deg - 1):
-            powers.append(powers[-1] * unit)
-        pw = torch.stack(powers, -1)  # (P, 3, n_deg): u_x^a, u_y^b, u_z^c
-        ex = self.mom_expo
-        mono = pw[:, 0].index_select(1, ex[:, 0]) * pw[:, 1].index_select(1, ex[:, 1]) * pw[:, 2].index_select(1, ex[:, 2])
+        mono = angular_monomials(unit, self.mom_expo, self._max_degree)
         U, M = h.shape[1], mono.shape[1]
         q = (h[:, :, None] * mono[:, None, :]).reshape(-1, U * M)
         Q = vec.new_zeros(n_atoms * n_el, U * M).index_add(0, row, q).view(n_atoms, n_el, U, M)

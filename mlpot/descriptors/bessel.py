@@ -150,7 +150,7 @@ class SphericalBessel(PairSumDescriptor):
 
     def pair_features(self, vec, r, zj):
         g = self.radial(r)
-        mono = angular_monomials(vec / r[:, None], self.expo)
+        mono = angular_monomials(vec / r[:, None], self.expo, self.n_max)
         q = g.index_select(1, self.ent_ch) * mono.index_select(1, self.ent_mono)  # (P, E)
         onehot = torch.nn.functional.one_hot(zj, len(self.elements)).to(vec.dtype)
         return (onehot[:, :, None] * q[:, None, :]).reshape(r.shape[0], -1)

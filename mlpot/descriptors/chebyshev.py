@@ -96,7 +96,7 @@ class Chebyshev(PairSumDescriptor):
             w = self.species_weight.to(dt).index_select(0, zj)
             rad = torch.cat([rad, rad * w[:, None]], 1)
             h = torch.stack([fa, fa * w], 1)
-        mono = angular_monomials(vec / r[:, None], self.expo)
+        mono = angular_monomials(vec / r[:, None], self.expo, self.angular_order)
         q = (h[:, :, None] * mono[:, None, :]).reshape(r.shape[0], -1)
         return torch.cat([rad, q, h * h], 1)
 

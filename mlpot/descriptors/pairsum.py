@@ -32,11 +32,11 @@ def monomial_table(max_degree: int):
     return torch.tensor(expo, dtype=torch.long).reshape(-1, 3), deg
 
 
-def angular_monomials(unit: torch.Tensor, expo: torch.Tensor) -> torch.Tensor:
-    """The monomials of the unit vectors (P, 3) with exponents ``expo`` (M, 3): (P, M)."""
-    n_pow = int(expo.max()) + 1 if expo.numel() else 1
+def angular_monomials(unit: torch.Tensor, expo: torch.Tensor, max_degree: int) -> torch.Tensor:
+    """The monomials of the unit vectors (P, 3) with exponents ``expo`` (M, 3) of degree at most
+    ``max_degree`` (a Python int, so that no device sync is needed): (P, M)."""
     powers = [torch.ones_like(unit)]
-    for _ in range(n_pow - 1):
+    for _ in range(max_degree):
         powers.append(powers[-1] * unit)
     pw = torch.stack(powers, -1)  # (P, 3, n_pow)
     return pw[:, 0].index_select(1, expo[:, 0]) * pw[:, 1].index_select(1, expo[:, 1]) * pw[:, 2].index_select(1, expo[:, 2])
