@@ -23,6 +23,7 @@ from mlpot.errors import (
     NonFiniteError,
     UnknownElementError,
 )
+from mlpot.io.xsf import is_aenet_xsf, read_xsf
 
 # mlpot's canonical label names
 ENERGY, FORCES, STRESS, ATOMIC_ENERGIES = "energy", "forces", "stress", "atomic_energies"
@@ -124,12 +125,6 @@ def require_labels(frames, labels, source: str | None = None, keys: LabelKeys | 
                 raise MissingLabelError(f"no '{label}' label{looked}", src, idx)
 
 
-def _is_aenet_xsf(path: Path) -> bool:
-    from mlpot.io.xsf import is_aenet_xsf
-
-    return is_aenet_xsf(path)
-
-
 def read_frames(
     path: str | os.PathLike,
     keys: LabelKeys | None = None,
@@ -151,9 +146,7 @@ def read_frames(
     if path.is_file() and path.stat().st_size == 0:
         raise EmptyFileError("file is empty", source)
     try:
-        if format == "aenet-xsf" or (format is None and _is_aenet_xsf(path)):
-            from mlpot.io.xsf import read_xsf
-
+        if format == "aenet-xsf" or (format is None and is_aenet_xsf(path)):
             frames = [read_xsf(path)]
         elif format == "movement" or (format is None and path.is_file() and path.name.upper().endswith("MOVEMENT")):
             from mlpot.io.pwmat import read_movement  # PWmat MOVEMENT: labels set by the reader
