@@ -4,7 +4,6 @@ extrapolation monitor and bad input. Tiny systems and few steps (EMT Cu, 32 atom
 from __future__ import annotations
 
 import csv
-from pathlib import Path
 
 import ase.io
 import numpy as np

@@ -128,7 +128,7 @@ class SANNP(nn.Module):
     def from_edges(self, vec, species, edge_index) -> torch.Tensor:
         """Descriptors (n_atoms, n_features) from the pair vectors r_ij (edges sorted by centre)."""
         i, j = edge_index
-        n_atoms, n_el, dt = species.shape[0], len(self.elements), vec.dtype
+        n_atoms, dt = species.shape[0], vec.dtype
         r = torch.linalg.norm(vec, dim=-1)
         onehot = self._onehot(species.index_select(0, j), dt)
         pair = (onehot[:, :, None] * bumps(r, self.edges2)[:, None, :]).reshape(-1, self.n_pair_features)

@@ -33,8 +33,6 @@ def make_structure(cfg: Mapping) -> Atoms:
         path = cfg.get("path")
         if not path:
             raise SimulationConfigError("structure: 'path' is not set")
-        from pathlib import Path
-
         if not Path(path).is_file():
             raise DataPathError("structure file not found", str(path))
         return ase.io.read(path, index=cfg.get("index", -1))
