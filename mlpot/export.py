@@ -35,6 +35,7 @@ import torch
 from mlpot.descriptors.acsf import ACSF
 from mlpot.descriptors.bessel import SphericalBessel
 from mlpot.descriptors.chebyshev import Chebyshev
+from mlpot.descriptors.gaussian_legendre import GaussianLegendre
 from mlpot.descriptors.sannp import SANNP
 from mlpot.descriptors.scaling import FeatureScaler
 from mlpot.errors import ModelFileError
@@ -91,6 +92,7 @@ def register_scaler(name: str, cls: type) -> type:
 register_descriptor("ACSF", ACSF)
 register_descriptor("Chebyshev", Chebyshev)
 register_descriptor("SphericalBessel", SphericalBessel)
+register_descriptor("GaussianLegendre", GaussianLegendre)
 register_descriptor("SANNP", SANNP)
 register_head("HDNNP", HDNNP)
 register_head("PINN", PINN)  # an mlpot without it: ModelFormatError "unknown head class 'PINN'"
