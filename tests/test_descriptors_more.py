@@ -11,7 +11,7 @@ from scipy.spatial.transform import Rotation
 from scipy.special import eval_legendre, spherical_jn
 
 from mlpot.data import atoms_to_graph
-from mlpot.descriptors.bessel import SphericalBessel, spherical_bessel
+from mlpot.descriptors.bessel import SphericalBessel, spherical_bessel, spherical_bessel_orders
 from mlpot.descriptors.chebyshev import Chebyshev, typespin
 from mlpot.descriptors.geometry import edge_vectors
 from mlpot.models import HDNNP, Potential
@@ -80,6 +80,10 @@ def test_spherical_bessel_functions():
     x = torch.linspace(1e-3, 30.0, 3001, dtype=torch.float64)
     ref = np.stack([spherical_jn(l, x.numpy()) for l in range(8)], -1)
     np.testing.assert_allclose(spherical_bessel(7, x).numpy(), ref, rtol=0, atol=1e-12)
+    order = torch.tensor([3, 0, 7, 1, 7, 2])  # one order per column, as the descriptor's radial channels use it
+    cols = x[:, None] * torch.linspace(0.5, 1.0, len(order), dtype=torch.float64)
+    want = np.stack([spherical_jn(int(l), cols[:, c].numpy()) for c, l in enumerate(order)], -1)
+    np.testing.assert_allclose(spherical_bessel_orders(order, cols).numpy(), want, rtol=0, atol=1e-12)
 
 
 def test_bessel_radial_basis_is_orthonormal_and_smooth_at_cutoff():

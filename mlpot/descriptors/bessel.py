@@ -64,6 +64,29 @@ def spherical_bessel(l_max: int, x: torch.Tensor) -> torch.Tensor:
     return torch.stack(out, -1)
 
 
+def spherical_bessel_orders(order: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """j_{order[c]}(x[..., c]): one order per column, same method as :func:`spherical_bessel` but
+    with the power series summed only for each column's own order (the descriptor needs one order
+    per radial channel, so evaluating every order for every column would cost (l_max + 1) times more)."""
+    l_max = int(order.max()) if order.numel() else 0
+    xs = x.clamp(min=1e-6)
+    j_prev, j_cur = torch.sin(xs) / xs, torch.sin(xs) / xs**2 - torch.cos(xs) / xs
+    up = torch.where(order == 0, j_prev, j_cur)
+    for l in range(1, l_max):
+        j_prev, j_cur = j_cur, (2 * l + 1) / xs * j_cur - j_prev
+        up = torch.where(order == l + 1, j_cur, up)
+    lf = order.to(x.dtype)
+    double_fact = torch.tensor([float(math.prod(range(1, 2 * l + 2, 2))) for l in range(l_max + 1)], dtype=x.dtype,
+                               device=x.device).index_select(0, order)
+    x2 = x * x
+    term = x**lf / double_fact
+    series = term
+    for k in range(1, 16):
+        term = -term * x2 / (2 * k * (2 * lf + 2 * k + 1))
+        series = series + term
+    return torch.where(x < lf + 1.0, series, up)
+
+
 class SphericalBessel(PairSumDescriptor):
     def __init__(self, elements, n_max: int = 5, cutoff: float = 5.0):
         super().__init__()
@@ -141,9 +164,9 @@ class SphericalBessel(PairSumDescriptor):
     def radial(self, r: torch.Tensor) -> torch.Tensor:
         """g_nl(r) for every channel, (n, n_channels), zero beyond the cutoff."""
         x = r.to(torch.float64)[:, None] / self.cutoff
-        l_of = self.chan_l
-        j1 = spherical_bessel(self.n_max, x * self.r1).gather(-1, l_of.expand(x.shape[0], -1)[..., None])[..., 0]
-        j2 = spherical_bessel(self.n_max, x * self.r2).gather(-1, l_of.expand(x.shape[0], -1)[..., None])[..., 0]
+        n_ch = self.chan_l.shape[0]
+        j = spherical_bessel_orders(self.chan_l.repeat(2), x * torch.cat([self.r1, self.r2]))
+        j1, j2 = j[:, :n_ch], j[:, n_ch:]
         f = (self.c1 * j1 - self.c2 * j2) / self.cutoff**1.5
         f = torch.where(x < 1.0, f, torch.zeros_like(f))
         return (f @ self.transform.T).to(r.dtype)
@@ -161,4 +184,4 @@ class SphericalBessel(PairSumDescriptor):
         return (prod @ self.to_channel.to(A.dtype)).reshape(A.shape[0], -1)
 
 
-__all__ = ["SphericalBessel", "bessel_zeros", "spherical_bessel"]
+__all__ = ["SphericalBessel", "bessel_zeros", "spherical_bessel", "spherical_bessel_orders"]
