@@ -28,7 +28,7 @@ import torch
 from scipy.optimize import brentq
 from scipy.special import spherical_jn
 
-from mlpot.descriptors.pairsum import PairSumDescriptor, angular_monomials, monomial_table
+from mlpot.descriptors.pairsum import PairSumDescriptor, angular_monomials, angular_monomials_with_grad, monomial_table
 
 
 def bessel_zeros(l_max: int, n_zeros: int) -> np.ndarray:
@@ -161,15 +161,27 @@ class SphericalBessel(PairSumDescriptor):
     def config(self) -> dict:
         return {"elements": list(self.elements), "n_max": self.n_max, "cutoff": self.cutoff}
 
-    def radial(self, r: torch.Tensor) -> torch.Tensor:
-        """g_nl(r) for every channel, (n, n_channels), zero beyond the cutoff."""
+    def radial(self, r: torch.Tensor, derivative: bool = False):
+        """g_nl(r) for every channel, (n, n_channels), zero beyond the cutoff; with ``derivative``
+        also dg_nl/dr (from j_l'(z) = (l/z) j_l(z) − j_{l+1}(z))."""
         x = r.to(torch.float64)[:, None] / self.cutoff
         n_ch = self.chan_l.shape[0]
-        j = spherical_bessel_orders(self.chan_l.repeat(2), x * torch.cat([self.r1, self.r2]))
-        j1, j2 = j[:, :n_ch], j[:, n_ch:]
-        f = (self.c1 * j1 - self.c2 * j2) / self.cutoff**1.5
-        f = torch.where(x < 1.0, f, torch.zeros_like(f))
-        return (f @ self.transform.T).to(r.dtype)
+        z = x * torch.cat([self.r1, self.r2])
+        order = self.chan_l.repeat(2)
+        if derivative:
+            j_all = spherical_bessel_orders(torch.cat([order, order + 1]), z.repeat(1, 2))
+            j, j_next = j_all[:, : 2 * n_ch], j_all[:, 2 * n_ch :]
+        else:
+            j = spherical_bessel_orders(order, z)
+        inside = x < 1.0
+        f = (self.c1 * j[:, :n_ch] - self.c2 * j[:, n_ch:]) / self.cutoff**1.5
+        g = (torch.where(inside, f, torch.zeros_like(f)) @ self.transform.T).to(r.dtype)
+        if not derivative:
+            return g
+        dj = order.to(z.dtype) / z.clamp(min=1e-6) * j - j_next  # d j_l / dz
+        df = (self.c1 * self.r1 * dj[:, :n_ch] - self.c2 * self.r2 * dj[:, n_ch:]) / self.cutoff**2.5
+        dg = (torch.where(inside, df, torch.zeros_like(df)) @ self.transform.T).to(r.dtype)
+        return g, dg
 
     def pair_features(self, vec, r, zj):
         g = self.radial(r)
@@ -177,6 +189,21 @@ class SphericalBessel(PairSumDescriptor):
         q = g.index_select(1, self.ent_ch) * mono.index_select(1, self.ent_mono)  # (P, E)
         onehot = torch.nn.functional.one_hot(zj, len(self.elements)).to(vec.dtype)
         return (onehot[:, :, None] * q[:, None, :]).reshape(r.shape[0], -1)
+
+    def pair_features_and_grad(self, vec, r, zj):
+        """Closed form of the pair features' derivative (g'(r) û m + g ∂m/∂v), no AD."""
+        unit = vec / r[:, None]
+        g, dg = self.radial(r, derivative=True)
+        mono, dmono = angular_monomials_with_grad(unit, r, self.expo, self.n_max)
+        g, dg = g.index_select(1, self.ent_ch), dg.index_select(1, self.ent_ch)
+        mono, dmono = mono.index_select(1, self.ent_mono), dmono.index_select(1, self.ent_mono)
+        q = g * mono
+        dq = (dg * mono)[..., None] * unit[:, None, :] + g[..., None] * dmono  # (P, E, 3)
+        n_el = len(self.elements)
+        onehot = torch.nn.functional.one_hot(zj, n_el).to(vec.dtype)
+        phi = (onehot[:, :, None] * q[:, None, :]).reshape(r.shape[0], -1)
+        dphi = (onehot[:, :, None, None] * dq[:, None]).reshape(r.shape[0], -1, 3)
+        return phi, dphi
 
     def combine(self, A, species):
         A = A.view(A.shape[0], len(self.elements), self.n_entries)

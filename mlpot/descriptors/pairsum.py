@@ -42,6 +42,28 @@ def angular_monomials(unit: torch.Tensor, expo: torch.Tensor, max_degree: int) -
     return pw[:, 0].index_select(1, expo[:, 0]) * pw[:, 1].index_select(1, expo[:, 1]) * pw[:, 2].index_select(1, expo[:, 2])
 
 
+def angular_monomials_with_grad(unit: torch.Tensor, r: torch.Tensor, expo: torch.Tensor, max_degree: int):
+    """The monomials m(û) of :func:`angular_monomials` and their derivatives with respect to the
+    pair vector v = r û, (P, M) and (P, M, 3). With ∂û_a/∂v_c = (δ_ac − û_a û_c)/r and Euler's
+    identity Σ_a û_a ∂m/∂û_a = deg(m) m (m is homogeneous):  ∂m/∂v_c = (∂m/∂û_c − deg(m) m û_c) / r."""
+    powers = [torch.ones_like(unit)]
+    for _ in range(max_degree):
+        powers.append(powers[-1] * unit)
+    pw = torch.stack(powers, -1)  # (P, 3, n_pow)
+    factors = [pw[:, a].index_select(1, expo[:, a]) for a in range(3)]  # û_a^{e_a}, (P, M) each
+    mono = factors[0] * factors[1] * factors[2]
+    lower = (expo - 1).clamp(min=0)
+    grads = []
+    for c in range(3):
+        d = pw[:, c].index_select(1, lower[:, c]) * expo[:, c].to(unit.dtype)  # ∂û_c^{e_c}/∂û_c
+        others = [factors[a] for a in range(3) if a != c]
+        grads.append(d * others[0] * others[1])
+    dmono = torch.stack(grads, -1)  # ∂m/∂û_c, (P, M, 3)
+    deg = expo.sum(1).to(unit.dtype)
+    dmono = (dmono - (deg * mono)[..., None] * unit[:, None, :]) / r[:, None, None]
+    return mono, dmono
+
+
 class PairSumDescriptor(nn.Module):
     """Base class. Subclasses set ``elements``, ``cutoff``, ``n_features``,
     ``n_features_per_element`` and define
@@ -64,13 +86,10 @@ class PairSumDescriptor(nn.Module):
         """Descriptors (n_atoms, n_features) from the pair vectors r_ij."""
         return self.combine(self.atom_sums(vec, species, edge_index), species)
 
-    def jacobian(self, vec, species, edge_index, chunk: int = 4096):
-        """G (n_atoms, F) and J (n_pairs, F, 3), J[p, f] = ∂G[i(p), f]/∂r_p (see the module doc)."""
-        from torch.func import jvp, vjp, vmap
-
-        vec = vec.detach()
-        i, j = edge_index
-        zj = species.index_select(0, j)
+    def pair_features_and_grad(self, vec, r, zj):
+        """``pair_features`` and its derivative with respect to the pair vector, (P, D) and (P, D, 3).
+        This default uses forward-mode AD (three JVPs); subclasses may give closed forms."""
+        from torch.func import jvp
 
         def phi_of(v):
             return self.pair_features(v, torch.linalg.norm(v, dim=-1), zj)
@@ -81,15 +100,44 @@ class PairSumDescriptor(nn.Module):
             tangent[:, k] = 1.0
             phi, d = jvp(phi_of, (vec,), (tangent,))
             dphi.append(d)
-        dphi = torch.stack(dphi, -1)  # (P, D, 3)
-        A = vec.new_zeros(species.shape[0], phi.shape[1]).index_add(0, i, phi)
+        return phi, torch.stack(dphi, -1)
+
+    def jacobian(self, vec, species, edge_index, chunk: int = 64):
+        """G (n_atoms, F) and J (n_pairs, F, 3), J[p, f] = ∂G[i(p), f]/∂r_p (see the module doc).
+
+        J_p = (∂G_i/∂A_i) (∂φ_p/∂r_p) with i = i(p). The (F, D) matrix ∂G_i/∂A_i is used once per
+        atom, against all its pairs at once (a batched product over ``chunk`` atoms, pairs padded to
+        the largest neighbour count), rather than copied once per pair.
+        """
+        from torch.func import vjp, vmap
+
+        vec = vec.detach()
+        i, j = edge_index
+        phi, dphi = self.pair_features_and_grad(vec, torch.linalg.norm(vec, dim=-1), species.index_select(0, j))
+        n_atoms, n_pairs = species.shape[0], vec.shape[0]
+        A = vec.new_zeros(n_atoms, phi.shape[1]).index_add(0, i, phi)
         G, pullback = vjp(lambda a: self.combine(a, species), A)
-        F = G.shape[1]
-        eye = torch.eye(F, dtype=G.dtype, device=G.device)[:, None, :].expand(F, G.shape[0], F)
+        F, D = G.shape[1], phi.shape[1]
+        eye = torch.eye(F, dtype=G.dtype, device=G.device)[:, None, :].expand(F, n_atoms, F)
         (dG_dA,) = vmap(pullback)(eye)  # (F, n_atoms, D)
         dG_dA = dG_dA.permute(1, 0, 2)  # (n_atoms, F, D)
-        J = vec.new_empty(vec.shape[0], F, 3)
-        for s in range(0, vec.shape[0], chunk):
-            sl = slice(s, s + chunk)
-            J[sl] = torch.bmm(dG_dA.index_select(0, i[sl]), dphi[sl])
+        J = vec.new_zeros(n_pairs, F, 3)
+        if n_pairs == 0:
+            return G.detach(), J
+        order = torch.argsort(i, stable=True)  # pairs grouped by their centre atom
+        counts = torch.bincount(i, minlength=n_atoms)
+        start = torch.cumsum(counts, 0) - counts
+        slot = torch.arange(n_pairs, device=vec.device) - start.index_select(0, i.index_select(0, order))
+        K = int(counts.max())
+        for a0 in range(0, n_atoms, chunk):
+            a1 = min(a0 + chunk, n_atoms)
+            sel = order[int(start[a0]) : int(start[a1 - 1] + counts[a1 - 1])]  # this chunk's pairs
+            if sel.numel() == 0:
+                continue
+            row = i.index_select(0, sel) - a0
+            col = slot[int(start[a0]) : int(start[a0]) + sel.numel()]
+            pad = vec.new_zeros(a1 - a0, K, D, 3)
+            pad[row, col] = dphi.index_select(0, sel)
+            out = torch.bmm(dG_dA[a0:a1], pad.permute(0, 2, 1, 3).reshape(a1 - a0, D, K * 3))  # (n, F, K·3)
+            J[sel] = out.view(a1 - a0, F, K, 3).permute(0, 2, 1, 3)[row, col]
         return G.detach(), J
