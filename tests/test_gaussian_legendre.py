@@ -254,19 +254,21 @@ def compose(*overrides):
         return hydra_compose("train", overrides=list(overrides))
 
 
-def test_pinn_ta_preset_with_gaussian_legendre_composes_and_builds():
+@pytest.mark.parametrize("preset, element, shifts", [("pinn_ta", "Ta", [2.0, 2.5, 3.0, 3.5, 4.0, 4.5]),
+                                                     ("pinn_mo", "Mo", [1.5, 2.0, 2.5, 3.0, 3.5, 4.0, 4.5])])
+def test_pinn_presets_with_gaussian_legendre_compose_and_build(preset, element, shifts):
     from hydra.utils import instantiate
 
-    cfg = compose("experiment=pinn_ta", "descriptor=gaussian_legendre", "elements=[Ta]")
+    cfg = compose(f"experiment={preset}", "descriptor=gaussian_legendre", f"elements=[{element}]")
     d = instantiate(cfg.descriptor)
     assert isinstance(d, GaussianLegendre) and d.cutoff == 5.0 and d.l == [0, 1, 2, 4, 6]
     assert d.n_features == len(d.r0) * 5
     head = instantiate(cfg.model, n_features_per_element=d.n_features_per_element)
     assert isinstance(head, PINN) and head.cutoff == 5.0
     # the preset itself still uses its ACSF grid
-    acsf = compose("experiment=pinn_ta", "elements=[Ta]").descriptor
+    acsf = compose(f"experiment={preset}", f"elements=[{element}]").descriptor
     assert acsf._target_.endswith("build_acsf") and acsf.angular.rc == 4.5
-    assert list(acsf.radial[1].rs) == [2.0, 2.5, 3.0, 3.5, 4.0, 4.5]
+    assert list(acsf.radial[1].rs) == shifts
 
 
 def test_mlpot_train_pinn_with_gaussian_legendre(tiny_data, tmp_path):
