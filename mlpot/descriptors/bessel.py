@@ -45,29 +45,15 @@ def bessel_zeros(l_max: int, n_zeros: int) -> np.ndarray:
 
 def spherical_bessel(l_max: int, x: torch.Tensor) -> torch.Tensor:
     """j_0 … j_l_max at x > 0, (…, l_max + 1), in the dtype of x (use float64)."""
-    xs = x.clamp(min=1e-6)
-    up = [torch.sin(xs) / xs]
-    if l_max >= 1:
-        up.append(torch.sin(xs) / xs**2 - torch.cos(xs) / xs)
-    for l in range(1, l_max):
-        up.append((2 * l + 1) / xs * up[l] - up[l - 1])
-    out = []
-    x2 = x * x
-    for l in range(l_max + 1):  # series j_l = x^l/(2l+1)!! Σ_k (−x²/2)^k / (k! (2l+3)(2l+5)…(2l+2k+1))
-        term = x**l / math.prod(range(1, 2 * l + 2, 2))
-        series = term
-        for k in range(1, 16):
-            term = -term * x2 / (2 * k * (2 * l + 2 * k + 1))
-            series = series + term
-        small = x < (l + 1.0)
-        out.append(torch.where(small, series, up[l]))
-    return torch.stack(out, -1)
+    order = torch.arange(l_max + 1, device=x.device)
+    return spherical_bessel_orders(order, x[..., None].expand(*x.shape, l_max + 1))
 
 
 def spherical_bessel_orders(order: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """j_{order[c]}(x[..., c]): one order per column, same method as :func:`spherical_bessel` but
-    with the power series summed only for each column's own order (the descriptor needs one order
-    per radial channel, so evaluating every order for every column would cost (l_max + 1) times more)."""
+    """j_{order[c]}(x[..., c]), one order per column, in the dtype of x (use float64): the power series
+    j_l = x^l/(2l+1)!! Σ_k (−x²/2)^k / (k! (2l+3)(2l+5)…(2l+2k+1)) below x = l + 1, the upward
+    recurrence above. The series is summed only for each column's own order (the descriptor needs one
+    order per radial channel)."""
     l_max = int(order.max()) if order.numel() else 0
     xs = x.clamp(min=1e-6)
     j_prev, j_cur = torch.sin(xs) / xs, torch.sin(xs) / xs**2 - torch.cos(xs) / xs

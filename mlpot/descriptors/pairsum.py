@@ -32,13 +32,18 @@ def monomial_table(max_degree: int):
     return torch.tensor(expo, dtype=torch.long).reshape(-1, 3), deg
 
 
-def angular_monomials(unit: torch.Tensor, expo: torch.Tensor, max_degree: int) -> torch.Tensor:
-    """The monomials of the unit vectors (P, 3) with exponents ``expo`` (M, 3) of degree at most
-    ``max_degree`` (a Python int, so that no device sync is needed): (P, M)."""
+def _unit_powers(unit: torch.Tensor, max_degree: int) -> torch.Tensor:
+    """û_a^n for n = 0 … max_degree: (P, 3, max_degree + 1)."""
     powers = [torch.ones_like(unit)]
     for _ in range(max_degree):
         powers.append(powers[-1] * unit)
-    pw = torch.stack(powers, -1)  # (P, 3, n_pow)
+    return torch.stack(powers, -1)
+
+
+def angular_monomials(unit: torch.Tensor, expo: torch.Tensor, max_degree: int) -> torch.Tensor:
+    """The monomials of the unit vectors (P, 3) with exponents ``expo`` (M, 3) of degree at most
+    ``max_degree`` (a Python int, so that no device sync is needed): (P, M)."""
+    pw = _unit_powers(unit, max_degree)  # (P, 3, n_pow)
     return pw[:, 0].index_select(1, expo[:, 0]) * pw[:, 1].index_select(1, expo[:, 1]) * pw[:, 2].index_select(1, expo[:, 2])
 
 
@@ -46,10 +51,7 @@ def angular_monomials_with_grad(unit: torch.Tensor, r: torch.Tensor, expo: torch
     """The monomials m(û) of :func:`angular_monomials` and their derivatives with respect to the
     pair vector v = r û, (P, M) and (P, M, 3). With ∂û_a/∂v_c = (δ_ac − û_a û_c)/r and Euler's
     identity Σ_a û_a ∂m/∂û_a = deg(m) m (m is homogeneous):  ∂m/∂v_c = (∂m/∂û_c − deg(m) m û_c) / r."""
-    powers = [torch.ones_like(unit)]
-    for _ in range(max_degree):
-        powers.append(powers[-1] * unit)
-    pw = torch.stack(powers, -1)  # (P, 3, n_pow)
+    pw = _unit_powers(unit, max_degree)  # (P, 3, n_pow)
     factors = [pw[:, a].index_select(1, expo[:, a]) for a in range(3)]  # û_a^{e_a}, (P, M) each
     mono = factors[0] * factors[1] * factors[2]
     lower = (expo - 1).clamp(min=0)
