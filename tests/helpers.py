@@ -43,6 +43,37 @@ def random_cell(symbols, a=3.4, seed=0, rattle=0.15, pbc=True, shear=0.1):
     return atoms
 
 
+def rotated_and_moved(atoms, angles=(0.4, -0.9, 1.7), shift=(1.3, -0.7, 2.2), seed=0):
+    """Two copies of ``atoms`` that an invariant model must not tell apart: one rotated with its cell
+    (positions and cell times R^T), one with the atoms permuted, shifted and wrapped back into the cell.
+    Returns (rotated, R, moved, perm)."""
+    from scipy.spatial.transform import Rotation
+
+    R = Rotation.from_euler("xyz", list(angles)).as_matrix()
+    rot = atoms.copy()
+    rot.positions, rot.cell = atoms.positions @ R.T, atoms.cell.array @ R.T
+    perm = np.random.default_rng(seed).permutation(len(atoms))
+    moved = atoms[perm]
+    moved.positions += list(shift)
+    moved.wrap()
+    return rot, R, moved, perm
+
+
+def cached_and_forward(pot, frames):
+    """Energy, forces and stress of ``frames`` by the training path (cached descriptors and pair Jacobians,
+    float64) and by ``Potential.forward``: (cached, forward) prediction dicts."""
+    from mlpot.data import atoms_to_graph
+    from mlpot.data.frames import set_label
+    from mlpot.training.cache import collate, precompute, predict_cached
+
+    for f in frames:
+        set_label(f, "energy", 0.0)
+    batch = collate(precompute(pot.descriptor, frames, pot.elements, pot.cutoff, dtype=torch.float64))
+    got = predict_cached(pot, batch, forces=True, stress=True)
+    ref = pot(atoms_to_graph(frames, pot.elements, pot.cutoff), forces=True, stress=True)
+    return got, ref
+
+
 def train_config(run_dir, data_path, *overrides):
     """The composed ``train`` config for a short run on tiny data (later overrides win)."""
     from hydra import compose, initialize_config_dir

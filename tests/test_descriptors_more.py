@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 import torch
 from ase.build import bulk
-from scipy.spatial.transform import Rotation
 from scipy.special import eval_legendre, spherical_jn
 
 from mlpot.data import atoms_to_graph
@@ -15,7 +14,7 @@ from mlpot.descriptors.bessel import SphericalBessel, spherical_bessel, spherica
 from mlpot.descriptors.chebyshev import Chebyshev, typespin
 from mlpot.descriptors.geometry import edge_vectors
 from mlpot.models import HDNNP, Potential
-from tests.helpers import random_cell
+from tests.helpers import random_cell, rotated_and_moved
 from tests.test_derivatives import check_forces_and_stress
 
 ELEMENTS = ["Ti", "O"]
@@ -145,13 +144,7 @@ def test_invariances(kind):
     pot = potential(kind, seed=6)
     atoms = random_cell(["Ti", "O", "O", "Ti", "O", "O"], a=3.8, seed=7)
     ref = pot.predict(atoms)
-    R = Rotation.from_euler("xyz", [0.4, -0.9, 1.7]).as_matrix()
-    rot = atoms.copy()
-    rot.positions, rot.cell = atoms.positions @ R.T, atoms.cell.array @ R.T
-    perm = np.random.default_rng(0).permutation(len(atoms))
-    moved = atoms[perm]
-    moved.positions += [1.3, -0.7, 2.2]
-    moved.wrap()
+    rot, R, moved, perm = rotated_and_moved(atoms)
     for other, F in ((rot, ref["forces"].numpy() @ R.T), (moved, ref["forces"].numpy()[perm])):
         out = pot.predict(other)
         assert abs(out["energy"].item() - ref["energy"].item()) < 1e-10

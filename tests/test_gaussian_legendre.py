@@ -11,7 +11,6 @@ import pytest
 import torch
 from ase import Atoms
 from ase.neighborlist import neighbor_list
-from scipy.spatial.transform import Rotation
 from scipy.special import eval_legendre
 
 from mlpot.data import atoms_to_graph
@@ -19,7 +18,7 @@ from mlpot.descriptors.cutoff import cutoff_function
 from mlpot.descriptors.gaussian_legendre import GaussianLegendre, pinn_cutoff
 from mlpot.descriptors.geometry import edge_vectors
 from mlpot.models import PINN, Potential
-from tests.helpers import random_cell
+from tests.helpers import cached_and_forward, random_cell, rotated_and_moved
 from tests.test_derivatives import check_forces_and_stress
 
 ELEMENTS = ["Ta", "Mo"]
@@ -146,13 +145,7 @@ def test_rotation_and_permutation_invariance():
     d = make()
     atoms = random_cell(["Ta", "Mo", "Mo", "Ta", "Ta", "Mo"], a=3.6, seed=3)
     G = descriptors(d, atoms)[2]
-    R = Rotation.from_euler("xyz", [0.4, -0.9, 1.7]).as_matrix()
-    rot = atoms.copy()
-    rot.positions, rot.cell = atoms.positions @ R.T, atoms.cell.array @ R.T
-    perm = np.random.default_rng(0).permutation(len(atoms))
-    moved = atoms[perm]
-    moved.positions += [1.3, -0.7, 2.2]
-    moved.wrap()
+    rot, R, moved, perm = rotated_and_moved(atoms)
     assert torch.allclose(descriptors(d, rot)[2], G, rtol=0, atol=1e-12)
     assert torch.allclose(descriptors(d, moved)[2], G[perm], rtol=0, atol=1e-12)
 
@@ -213,16 +206,8 @@ def test_pinn_forces_and_stress_equal_finite_differences():
 
 def test_pinn_cached_path_equals_forward():
     """The training path (cached pair vectors and the descriptor's pair Jacobian) gives forward's E, F, σ."""
-    from mlpot.data.frames import set_label
-    from mlpot.training.cache import collate, precompute, predict_cached
-
     pot = make_pinn(seed=2)
-    frames = [random_cell(["Ta", "Mo", "Ta"], a=3.3, seed=s) for s in range(2)]
-    for f in frames:
-        set_label(f, "energy", 0.0)
-    batch = collate(precompute(pot.descriptor, frames, pot.elements, pot.cutoff, dtype=torch.float64))
-    got = predict_cached(pot, batch, forces=True, stress=True)
-    ref = pot(atoms_to_graph(frames, pot.elements, pot.cutoff), forces=True, stress=True)
+    got, ref = cached_and_forward(pot, [random_cell(["Ta", "Mo", "Ta"], a=3.3, seed=s) for s in range(2)])
     for k in ("energy", "forces", "stress"):
         assert torch.allclose(got[k], ref[k], rtol=0, atol=1e-10), k
 

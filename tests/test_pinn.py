@@ -17,7 +17,7 @@ from mlpot.errors import ParameterRangeError
 from mlpot.models import PINN, Potential
 from mlpot.models.bop import PARAMETERS, bop_energies, check_parameters
 from mlpot.models.pinn import DEFAULT_P0 as DEFAULT
-from tests.helpers import random_cell
+from tests.helpers import cached_and_forward, random_cell
 from tests.test_derivatives import check_forces_and_stress
 
 RC, D = 4.2, 1.3
@@ -209,16 +209,8 @@ def test_older_mlpot_refuses_a_pinn_export(tmp_path, monkeypatch):
 
 def test_cached_path_equals_potential_forward():
     """The training path (cached pair vectors and Jacobians) gives Potential.forward's E, F, σ."""
-    from mlpot.data.frames import set_label
-    from mlpot.training.cache import collate, precompute, predict_cached
-
     pot = make_pinn(random_net=True)
-    frames = [random_cell(["Ta", "Mo", "Ta"], a=3.3, seed=s) for s in range(3)]
-    for f in frames:
-        set_label(f, "energy", 0.0)
-    batch = collate(precompute(pot.descriptor, frames, pot.elements, pot.cutoff, dtype=torch.float64))
-    got = predict_cached(pot, batch, forces=True, stress=True)
-    ref = pot(atoms_to_graph(frames, pot.elements, pot.cutoff), forces=True, stress=True)
+    got, ref = cached_and_forward(pot, [random_cell(["Ta", "Mo", "Ta"], a=3.3, seed=s) for s in range(3)])
     for k in ("energy", "forces", "stress"):
         assert torch.allclose(got[k], ref[k], rtol=0, atol=1e-10), k
     assert got["penalty"] > 0 and got["delta"].shape == (9, 8)
