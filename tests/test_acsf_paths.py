@@ -44,3 +44,25 @@ def test_moment_expansion_equals_triplet_sum():
     vec = edge_vectors(g.positions, g.edge_index, g.shifts, g.cell, g.batch)
     G3, _ = fast.jacobian(vec, g.species, g.edge_index)  # the training cache's path
     assert torch.allclose(G1, G3, rtol=0, atol=1e-12 * G2.abs().max())
+
+
+def test_pair_sum_jacobian_equals_triplet_jacobian():
+    """With every angular kernel moment-expanded, ``jacobian`` takes the pair-sum path; it must give the
+    triplet path's G and J (and J must be the autograd derivative), for two elements and for one."""
+    moment_only = dict(radial=KERNELS["radial"], angular=KERNELS["angular"][:1])
+    for elements, symbols in ((ELEMENTS[:2], ["Cu", "S", "S", "Cu", "Cu"]), (["Cu"], ["Cu"] * 4)):
+        funcs = build_acsf(elements, cutoff=4.8, cutoff_function="poly2", **moment_only).functions
+        fast, plain = (ACSF(elements, funcs, moment_max_zeta=m).double() for m in (16, -1))
+        assert len(fast.tri_k) == 0 and len(plain.mom_ku) == 0
+        g = atoms_to_graph(random_cell(symbols, a=3.6, seed=4), elements, 4.8, dtype=torch.float64, with_labels=False)
+        vec = edge_vectors(g.positions, g.edge_index, g.shifts, g.cell, g.batch)
+        G1, J1 = fast.jacobian(vec, g.species, g.edge_index)
+        G2, J2 = plain.jacobian(vec, g.species, g.edge_index)
+        assert G2.abs().max() > 1.0 and J2.abs().max() > 0.1
+        assert torch.allclose(G1, G2, rtol=0, atol=1e-12 * G2.abs().max())
+        assert torch.allclose(J1, J2, rtol=0, atol=1e-12 * J2.abs().max())
+        vv = vec.clone().requires_grad_(True)
+        Gv = fast.from_edges(vv, g.species, g.edge_index)
+        for f in range(0, fast.n_features, 7):
+            (grad,) = torch.autograd.grad(Gv[:, f].sum(), vv, retain_graph=True)
+            assert torch.allclose(grad, J1[:, f], rtol=0, atol=1e-12 * (1 + grad.abs().max()))

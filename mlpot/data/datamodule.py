@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader
 
 from mlpot.data.frames import LabelKeys, get_label, read_frames, require_labels
 from mlpot.errors import DataPathError, UnknownElementError
-from mlpot.training.cache import collate, precompute
+from mlpot.training.cache import collate, precompute, precompute_stored
 from mlpot.training.samplers import EpochSampler
 
 
@@ -36,10 +36,12 @@ class AtomsDataModule(pl.LightningDataModule):
     ``path``: a file or a folder (``None``: the built-in EMT Cu set, generated on first use).
     ``train_file`` / ``test_file``: names inside ``path``; with a test file, the test split is that file
     and validation is carved from the training file (``val_fraction``).
+    ``cache_dir``: where descriptors and pair Jacobians are stored between runs (``None``: in memory only).
     """
 
     def __init__(self, path=None, train_file=None, test_file=None, pattern="*.xyz", format=None, keys=None,
-                 split=None, val_fraction=0.1, batch_size=8, elements=None, num_workers=0, builtin=None):
+                 split=None, val_fraction=0.1, batch_size=8, elements=None, num_workers=0, builtin=None,
+                 cache_dir=None):
         super().__init__()
         self.path = None if path in (None, "", "builtin") else Path(path)
         self.train_file, self.test_file, self.pattern, self.format = train_file, test_file, pattern, format
@@ -48,6 +50,7 @@ class AtomsDataModule(pl.LightningDataModule):
         self.val_fraction, self.batch_size, self.num_workers = val_fraction, batch_size, num_workers
         self.elements = list(elements) if elements else None
         self.builtin = dict(builtin or {})
+        self.cache_dir = cache_dir
         self.frames: dict[str, list] = {}
         self.records: dict[str, list] = {}
 
@@ -115,7 +118,12 @@ class AtomsDataModule(pl.LightningDataModule):
 
     # -- caches -----------------------------------------------------------------------------------
     def build_cache(self, descriptor, cutoff, dtype=torch.float32) -> None:
-        for stage, frames in self.frames.items():
+        todo = {stage: frames for stage, frames in self.frames.items() if stage not in self.records}
+        if self.cache_dir and todo:
+            flat = [a for frames in todo.values() for a in frames]
+            records = iter(precompute_stored(descriptor, flat, self.elements, cutoff, dtype, self.cache_dir))
+            self.records.update({stage: [next(records) for _ in frames] for stage, frames in todo.items()})
+        for stage, frames in todo.items():
             if stage not in self.records:
                 self.records[stage] = precompute(descriptor, frames, self.elements, cutoff, dtype=dtype)
 

@@ -21,7 +21,7 @@ from torch import nn
 
 from mlpot.descriptors.cutoff import canonical, cutoff_function
 from mlpot.descriptors.geometry import edge_vectors, triplets
-from mlpot.descriptors.pairsum import angular_monomials, monomial_table
+from mlpot.descriptors.pairsum import angular_monomials, angular_monomials_with_grad, monomial_table, pair_sum_jacobian
 
 
 @dataclass(frozen=True)
@@ -292,17 +292,27 @@ class ACSF(nn.Module):
             G = G + self._triplet_block(vec, r, species, edge_index)
         return G
 
+    def _moment_pair_factor(self, r: torch.Tensor) -> torch.Tensor:
+        """exp(-η (r - r_s)²) f_c(r) of the moment-expanded angular kernels, per pair: (P, U)."""
+        dt = r.dtype
+        h = torch.exp(-self.mom_eta.to(dt) * (r[:, None] - self.mom_rs.to(dt)) ** 2)
+        return h * self._cutoffs(r).index_select(1, self.mom_cut)
+
     def _moment_block(self, vec, r, row, n_atoms):
         """Wide angular kernels with integer ζ from per-pair monomial sums: (n_atoms, n_pairs_el, K_m)."""
-        dt, n_el = vec.dtype, len(self.elements)
-        h = torch.exp(-self.mom_eta.to(dt) * (r[:, None] - self.mom_rs.to(dt)) ** 2)
-        h = h * self._cutoffs(r).index_select(1, self.mom_cut)  # (P, U)
-        unit = vec / r[:, None]
-        mono = angular_monomials(unit, self.mom_expo, self._max_degree)
+        n_el = len(self.elements)
+        h = self._moment_pair_factor(r)  # (P, U)
+        mono = angular_monomials(vec / r[:, None], self.mom_expo, self._max_degree)
         U, M = h.shape[1], mono.shape[1]
         q = (h[:, :, None] * mono[:, None, :]).reshape(-1, U * M)
         Q = vec.new_zeros(n_atoms * n_el, U * M).index_add(0, row, q).view(n_atoms, n_el, U, M)
         D = vec.new_zeros(n_atoms * n_el, U).index_add(0, row, h * h).view(n_atoms, n_el, U)
+        return self._moment_from_sums(Q, D)
+
+    def _moment_from_sums(self, Q, D):
+        """The moment kernels from Q[i, a] = Σ_{j∈a} h_j m(û_ij) (n_atoms, n_el, U, M) and
+        D[i, a] = Σ_{j∈a} h_j² (n_atoms, n_el, U): (n_atoms, n_pairs_el, K_m)."""
+        dt = Q.dtype
         # S_n = Σ_{j,k} h_j h_k cos^n θ_jk over neighbours j of element a and k of element b
         S = (Q.index_select(1, self.pair_a) * Q.index_select(1, self.pair_b)) @ self.mom_deg.to(dt)
         same = self.pair_same.to(dt)[:, None, None]
@@ -339,6 +349,8 @@ class ACSF(nn.Module):
         The one-variable factors are differentiated by forward-mode AD (``_with_derivative``) and
         combined by the product and chain rules, so no formula is written twice.
         """
+        if not len(self.tri_k):
+            return self._pair_sum_jacobian(vec, species, edge_index)
         n_atoms, F = species.shape[0], self.n_features
         vec = vec.detach()
         r = torch.linalg.norm(vec, dim=-1)
@@ -388,6 +400,52 @@ class ACSF(nn.Module):
             scal.index_add_(0, (p2[:, None] * (F + 1) + ang_col).reshape(-1), along2.reshape(-1))
             J.add_(scal[:, None] * unit.repeat_interleave(F + 1, dim=0))
         return G.view(n_atoms, F + 1)[:, :F], J.view(vec.shape[0], F + 1, 3)[:, :F]
+
+    def _pair_sum_jacobian(self, vec, species, edge_index):
+        """``jacobian`` when every angular kernel is moment-expanded: G is a function of per-atom sums
+        of per-pair terms (per neighbour element: the radial kernels, h ⊗ m(û) and h²), so the pair
+        Jacobian has the generic pair-sum form (``pairsum.pair_sum_jacobian``): O(pairs), no triplets."""
+        vec = vec.detach()
+        n_atoms, n_pairs, n_el = species.shape[0], vec.shape[0], len(self.elements)
+        r = torch.linalg.norm(vec, dim=-1)
+        unit = vec / r[:, None]
+        parts, dparts = [], []
+        if len(self.rad_kernels):
+            val, dval = _with_derivative(self._radial_values, r)
+            parts.append(val)
+            dparts.append(dval[:, :, None] * unit[:, None, :])
+        K_r = len(self.rad_kernels)
+        U = M = 0
+        if len(self.mom_ku):
+            h, dh = _with_derivative(self._moment_pair_factor, r)
+            mono, dmono = angular_monomials_with_grad(unit, r, self.mom_expo, self._max_degree)
+            U, M = h.shape[1], mono.shape[1]
+            parts += [(h[:, :, None] * mono[:, None, :]).reshape(n_pairs, U * M), h * h]
+            dq = dh[:, :, None, None] * mono[:, None, :, None] * unit[:, None, None, :] + h[:, :, None, None] * dmono[:, None]
+            dparts += [dq.reshape(n_pairs, U * M, 3), (2.0 * h * dh)[:, :, None] * unit[:, None, :]]
+        B = K_r + U * M + U
+        phi, dphi = torch.cat(parts, 1), torch.cat(dparts, 1)
+        if n_el > 1:  # place each pair's terms in its neighbour element's block
+            zj = species.index_select(0, edge_index[1])
+            full = vec.new_zeros(n_pairs, n_el, B)
+            dfull = vec.new_zeros(n_pairs, n_el, B, 3)
+            full[torch.arange(n_pairs, device=vec.device), zj] = phi
+            dfull[torch.arange(n_pairs, device=vec.device), zj] = dphi
+            phi, dphi = full.view(n_pairs, n_el * B), dfull.view(n_pairs, n_el * B, 3)
+        src = self.block_src.index_select(0, species)
+
+        def combine(A):
+            A = A.view(-1, n_el, B)
+            blocks = []
+            if K_r:
+                blocks.append(A[..., :K_r].reshape(-1, n_el * K_r))
+            if U:
+                Q = A[..., K_r : K_r + U * M].reshape(-1, n_el, U, M)
+                blocks.append(self._moment_from_sums(Q, A[..., K_r + U * M :]).reshape(A.shape[0], -1))
+            blocks.append(A.new_zeros(A.shape[0], 1))
+            return torch.cat(blocks, 1).gather(1, src)
+
+        return pair_sum_jacobian(phi, dphi, combine, edge_index[0], n_atoms)
 
 
 def _with_derivative(fn, x: torch.Tensor):

@@ -105,41 +105,47 @@ class PairSumDescriptor(nn.Module):
         return phi, torch.stack(dphi, -1)
 
     def jacobian(self, vec, species, edge_index, chunk: int = 64):
-        """G (n_atoms, F) and J (n_pairs, F, 3), J[p, f] = ∂G[i(p), f]/∂r_p (see the module doc).
-
-        J_p = (∂G_i/∂A_i) (∂φ_p/∂r_p) with i = i(p). The (F, D) matrix ∂G_i/∂A_i is used once per
-        atom, against all its pairs at once (a batched product over ``chunk`` atoms, pairs padded to
-        the largest neighbour count), rather than copied once per pair.
-        """
-        from torch.func import vjp, vmap
-
+        """G (n_atoms, F) and J (n_pairs, F, 3), J[p, f] = ∂G[i(p), f]/∂r_p (see the module doc)."""
         vec = vec.detach()
-        i, j = edge_index
-        phi, dphi = self.pair_features_and_grad(vec, torch.linalg.norm(vec, dim=-1), species.index_select(0, j))
-        n_atoms, n_pairs = species.shape[0], vec.shape[0]
-        A = vec.new_zeros(n_atoms, phi.shape[1]).index_add(0, i, phi)
-        G, pullback = vjp(lambda a: self.combine(a, species), A)
-        F, D = G.shape[1], phi.shape[1]
-        eye = torch.eye(F, dtype=G.dtype, device=G.device)[:, None, :].expand(F, n_atoms, F)
-        (dG_dA,) = vmap(pullback)(eye)  # (F, n_atoms, D)
-        dG_dA = dG_dA.permute(1, 0, 2)  # (n_atoms, F, D)
-        J = vec.new_zeros(n_pairs, F, 3)
-        if n_pairs == 0:
-            return G.detach(), J
-        order = torch.argsort(i, stable=True)  # pairs grouped by their centre atom
-        counts = torch.bincount(i, minlength=n_atoms)
-        start = torch.cumsum(counts, 0) - counts
-        slot = torch.arange(n_pairs, device=vec.device) - start.index_select(0, i.index_select(0, order))
-        K = int(counts.max())
-        for a0 in range(0, n_atoms, chunk):
-            a1 = min(a0 + chunk, n_atoms)
-            sel = order[int(start[a0]) : int(start[a1 - 1] + counts[a1 - 1])]  # this chunk's pairs
-            if sel.numel() == 0:
-                continue
-            row = i.index_select(0, sel) - a0
-            col = slot[int(start[a0]) : int(start[a0]) + sel.numel()]
-            pad = vec.new_zeros(a1 - a0, K, D, 3)
-            pad[row, col] = dphi.index_select(0, sel)
-            out = torch.bmm(dG_dA[a0:a1], pad.permute(0, 2, 1, 3).reshape(a1 - a0, D, K * 3))  # (n, F, K·3)
-            J[sel] = out.view(a1 - a0, F, K, 3).permute(0, 2, 1, 3)[row, col]
+        phi, dphi = self.pair_features_and_grad(vec, torch.linalg.norm(vec, dim=-1), species.index_select(0, edge_index[1]))
+        return pair_sum_jacobian(phi, dphi, lambda a: self.combine(a, species), edge_index[0], species.shape[0], chunk)
+
+
+def pair_sum_jacobian(phi, dphi, combine, center, n_atoms: int, chunk: int = 64):
+    """G = combine(A) with A_i = Σ_{p: center(p)=i} φ_p, and J (n_pairs, F, 3), J[p] = ∂G_i/∂r_p.
+
+    φ (P, D) and ∂φ/∂r (P, D, 3) are per pair; ``combine`` maps the per-atom sums (n_atoms, D) to
+    (n_atoms, F), row by row. J_p = (∂G_i/∂A_i) (∂φ_p/∂r_p) with i = center(p): the (F, D) matrix
+    ∂G_i/∂A_i is used once per atom, against all its pairs at once (a batched product over ``chunk``
+    atoms, pairs padded to the largest neighbour count), rather than copied once per pair.
+    """
+    from torch.func import vjp, vmap
+
+    i = center
+    n_pairs = phi.shape[0]
+    A = phi.new_zeros(n_atoms, phi.shape[1]).index_add(0, i, phi)
+    G, pullback = vjp(combine, A)
+    F, D = G.shape[1], phi.shape[1]
+    eye = torch.eye(F, dtype=G.dtype, device=G.device)[:, None, :].expand(F, n_atoms, F)
+    (dG_dA,) = vmap(pullback)(eye)  # (F, n_atoms, D)
+    dG_dA = dG_dA.permute(1, 0, 2)  # (n_atoms, F, D)
+    J = phi.new_zeros(n_pairs, F, 3)
+    if n_pairs == 0:
         return G.detach(), J
+    order = torch.argsort(i, stable=True)  # pairs grouped by their centre atom
+    counts = torch.bincount(i, minlength=n_atoms)
+    start = torch.cumsum(counts, 0) - counts
+    slot = torch.arange(n_pairs, device=phi.device) - start.index_select(0, i.index_select(0, order))
+    K = int(counts.max())
+    for a0 in range(0, n_atoms, chunk):
+        a1 = min(a0 + chunk, n_atoms)
+        sel = order[int(start[a0]) : int(start[a1 - 1] + counts[a1 - 1])]  # this chunk's pairs
+        if sel.numel() == 0:
+            continue
+        row = i.index_select(0, sel) - a0
+        col = slot[int(start[a0]) : int(start[a0]) + sel.numel()]
+        pad = phi.new_zeros(a1 - a0, K, D, 3)
+        pad[row, col] = dphi.index_select(0, sel)
+        out = torch.bmm(dG_dA[a0:a1], pad.permute(0, 2, 1, 3).reshape(a1 - a0, D, K * 3))  # (n, F, K·3)
+        J[sel] = out.view(a1 - a0, F, K, 3).permute(0, 2, 1, 3)[row, col]
+    return G.detach(), J

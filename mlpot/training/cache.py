@@ -13,12 +13,20 @@ which equals ``Potential.forward`` (tested) at a fraction of the cost.
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
 import torch
 
 from mlpot.data.graph import atoms_to_graph
 from mlpot.descriptors.geometry import edge_vectors
 
 LABEL_FIELDS = ("energy", "forces", "stress", "atomic_energies")
+CACHE_VERSION = 1  # of the records' layout; stored descriptor caches of another version are not reused
 
 
 def precompute(descriptor, frames, elements, cutoff, dtype=torch.float32, chunk: int = 8, device="cpu") -> list[dict]:
@@ -51,6 +59,51 @@ def precompute(descriptor, frames, elements, cutoff, dtype=torch.float32, chunk:
                 rec[name + "_mask"] = (mask[s] if name in ("energy", "stress") else mask[a]).cpu()
             records.append(rec)
     return records
+
+
+def frame_key(atoms) -> str:
+    """A fingerprint of one frame: species, positions, cell, periodicity and its labels."""
+    h = hashlib.sha256()
+    h.update(np.ascontiguousarray(atoms.numbers, dtype=np.int64).tobytes())
+    h.update(np.ascontiguousarray(atoms.positions, dtype=np.float64).tobytes())
+    h.update(np.ascontiguousarray(atoms.cell.array, dtype=np.float64).tobytes())
+    h.update(np.asarray(atoms.pbc, dtype=bool).tobytes())
+    for name in LABEL_FIELDS:
+        value = atoms.info.get("mlpot_" + name)
+        h.update(name.encode() + (b"-" if value is None else np.ascontiguousarray(value, dtype=np.float64).tobytes()))
+    return h.hexdigest()
+
+
+def descriptor_key(descriptor, elements, cutoff, dtype) -> str:
+    """A fingerprint of what the cached records depend on besides the frame."""
+    spec = {"class": f"{type(descriptor).__module__}.{type(descriptor).__qualname__}", "config": descriptor.config(),
+            "elements": list(elements), "cutoff": float(cutoff), "dtype": str(dtype), "version": CACHE_VERSION}
+    return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
+def precompute_stored(descriptor, frames, elements, cutoff, dtype, cache_dir) -> list[dict]:
+    """``precompute`` with a store on disk: ``<cache_dir>/<descriptor key>.pt`` maps frame fingerprints to
+    records, so that runs differing only in seed, split, model or optimiser (a sweep) compute each
+    frame's descriptors and Jacobians once. Frames not in the store are computed and the store is
+    rewritten atomically (a temporary file, then a rename), so an interrupted run never leaves a
+    truncated store behind."""
+    path = Path(cache_dir) / f"{descriptor_key(descriptor, elements, cutoff, dtype)}.pt"
+    store = {}
+    if path.exists():
+        try:
+            store = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:  # unreadable store: recompute and replace it
+            warnings.warn(f"{path}: unreadable descriptor cache ({type(e).__name__}); recomputing it")
+    keys = [frame_key(a) for a in frames]
+    missing = sorted({k: i for i, k in enumerate(keys) if k not in store}.values())
+    if missing:
+        new = precompute(descriptor, [frames[i] for i in missing], elements, cutoff, dtype=dtype)
+        store.update({keys[i]: rec for i, rec in zip(missing, new)})
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+        torch.save(store, tmp)
+        os.replace(tmp, path)
+    return [store[k] for k in keys]
 
 
 def collate(records: list[dict]) -> dict:
