@@ -32,8 +32,10 @@ def build_tiny_potential():
     return Potential(["Cu"], d, HDNNP(d.n_features_per_element, (8,), "tanh")).double()
 
 
-# tiny built-in EMT Cu data for end-to-end training tests (generated once per test session)
-TINY_EMT = dict(n_frames_per_traj=6, repeat=2, equil_steps=8, heat_steps=40, melt_equil_steps=8)
+# tiny built-in EMT Cu data for end-to-end training tests (generated once per test session): the bulk MD
+# and melt trajectories only (no strained cells, slabs or vacancy; those are tested in test_builtin_data.py)
+TINY_EMT = dict(n_frames_per_traj=6, repeat=2, equil_steps=8, heat_steps=40, melt_equil_steps=8,
+                n_strained=0, n_frames_surface=0, n_frames_vacancy=0)
 
 
 @pytest.fixture(scope="session")

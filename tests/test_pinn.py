@@ -253,7 +253,7 @@ def test_mlpot_train_model_pinn(tmp_path):
     from mlpot.train import CONF_DIR, run
 
     data = generate_emt_cu(tmp_path / "emt.extxyz", n_frames_per_traj=4, repeat=1, equil_steps=8, heat_steps=20,
-                           melt_equil_steps=8)
+                           melt_equil_steps=8, n_strained=0, n_frames_surface=0, n_frames_vacancy=0)
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         cfg = compose("train", overrides=[
             f"run_dir={tmp_path / 'run'}", f"data.path={data}", "model=pinn", "dtype=float64", "cutoff=3.6",

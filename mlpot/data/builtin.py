@@ -1,17 +1,26 @@
-"""The built-in default data set: fcc Cu and liquid Cu from ASE's EMT calculator.
+"""The built-in default data set: fcc Cu (bulk, strained, surfaces, vacancy) and liquid Cu from ASE's EMT.
 
-``generate_emt_cu()`` runs Langevin MD (ASE's own integrator, 4 fs steps) of a
-3x3x3 conventional fcc Cu supercell (108 atoms, EMT's 0 K lattice constant, so
-the crystals are under 2-6 GPa at 300-900 K) at 300, 500, 700 and 900 K, plus a
-melt in a cell expanded to the liquid's zero-pressure density: the crystal is
-heated at 3000 K until it has melted, then equilibrated and sampled at 1400 K
-(EMT Cu melts near 1300 K; the sampled liquid diffuses, D ~ 2e-5 cm²/s).
+``generate_emt_cu()`` runs Langevin MD (ASE's own integrator, 4 fs steps) of
+
+- a 3x3x3 conventional fcc Cu supercell (108 atoms, EMT's 0 K lattice constant, so the
+  crystals are under 2-6 GPa at 300-900 K) at 300, 500, 700 and 900 K (``md_300K`` ...);
+- a melt in a cell expanded to the liquid's zero-pressure density: the crystal is heated at
+  3000 K until it has melted, then equilibrated and sampled at 1400 K (``melt_1400K``; EMT Cu
+  melts near 1300 K; the sampled liquid diffuses, D ~ 2e-5 cm²/s);
+- homogeneously strained crystals (``strained``): ``n_strained`` short runs of a 2x2x2
+  supercell (32 atoms) at 100, 300 and 600 K in turn, each in its own cell ``(1 + e_v) I + e``:
+  linear volumetric strains e_v evenly spread over -3 ... +3 %, and on every other cell a random
+  symmetric strain e with components uniform in -2 ... +2 % (normal and shear; seeded);
+- fcc (100), (110) and (111) slabs (``surface_100`` ...; 3x3 in-plane, 7 layers, 6 Å of vacuum
+  on each side, at EMT's a0) at 300 and 600 K;
+- a vacancy supercell (the 3x3x3 crystal less one atom, 107 atoms; ``vacancy``) at 300 and 700 K.
+
 Every ``interval``-th step is kept. Each frame is labelled by an EMT evaluation of exactly the geometry that is
 written (positions are rounded to the 8 decimals that extxyz stores before
 evaluation), with energy, forces, stress (ASE sign, eV/Å³, Voigt 6) and
-per-atom energies ``energies``, and carries ``config_type`` (``md_300K`` ...,
-``melt_1400K``), ``trajectory`` (int id), ``step`` (MD step since the start of
-that trajectory) and ``temperature_K`` (the thermostat target) in ``info``.
+per-atom energies ``energies``, and carries ``config_type``, ``trajectory`` (int id, one per
+MD run), ``step`` (MD step since the start of that trajectory) and ``temperature_K`` (the
+thermostat target) in ``info``.
 
 The file is cached: a JSON sidecar next to it (``emt_cu.json``) records the
 generation parameters, a format version and the file's SHA-256; the file is
@@ -52,7 +61,7 @@ except ImportError:  # pragma: no cover - older ASE
     def _thermalize(atoms, temperature_K, rng):
         MaxwellBoltzmannDistribution(atoms, temperature_K=temperature_K, rng=rng)
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: strained, surface and vacancy trajectories added
 
 # EMT's equilibrium fcc lattice constant of Cu (Å): an EOS fit / 1-D minimisation of
 # the EMT energy of the conventional cell gives 3.589825; 3.5898 is within 3e-5 Å.
@@ -72,14 +81,32 @@ HEAT_TEMPERATURE_K = 3000.0
 TIMESTEP_FS = 4.0
 FRICTION_PER_FS = 0.01  # Langevin friction (1/fs): 100 fs relaxation time
 INTERVAL = 4  # keep every 4th MD step
+# strained crystals: linear volumetric strains evenly over +-STRAIN_VOLUMETRIC; every other cell
+# also gets a random symmetric strain with components uniform in +-STRAIN_RANDOM
+STRAIN_TEMPERATURES_K = (100.0, 300.0, 600.0)
+STRAIN_VOLUMETRIC = 0.03
+STRAIN_RANDOM = 0.02
+# slabs (ase.build fcc100/fcc110/fcc111 at LATTICE_CONSTANT), vacuum on each side (Å, > cutoff)
+SURFACES = ("100", "110", "111")
+SURFACE_TEMPERATURES_K = (300.0, 600.0)
+SURFACE_VACUUM = 6.0
+VACANCY_TEMPERATURES_K = (300.0, 700.0)
 
-# Size knobs (defaults: 5 trajectories x 110 frames = 550 frames; ~4100 EMT evaluations of 108
-# atoms, 45-65 s on one core)
+# Size knobs (defaults: 5 bulk/melt trajectories x 110 frames, 24 strained cells x 8 frames,
+# 6 slab runs x 15 frames, 2 vacancy runs x 20 frames = 872 frames)
 N_FRAMES_PER_TRAJ = 110
 REPEAT = 3
-EQUIL_STEPS = 150  # crystal trajectories: steps discarded before sampling (0.6 ps)
+EQUIL_STEPS = 150  # crystal, slab and vacancy trajectories: steps discarded before sampling (0.6 ps)
 HEAT_STEPS = 500  # melt: steps at HEAT_TEMPERATURE_K from the crystal (2 ps)
 MELT_EQUIL_STEPS = 250  # melt: steps at MELT_TEMPERATURE_K before sampling (1 ps)
+N_STRAINED = 24  # strained cells (one short trajectory each; 0: none)
+N_FRAMES_STRAINED = 8
+STRAIN_REPEAT = 2  # strained cells: STRAIN_REPEAT^3 conventional cells
+STRAIN_EQUIL_STEPS = 40
+N_FRAMES_SURFACE = 15  # per slab trajectory (0: no slabs)
+SLAB_SIZE = 3  # in-plane repeat of the slabs
+SLAB_LAYERS = 7
+N_FRAMES_VACANCY = 20  # per vacancy trajectory (0: none)
 
 KNOBS = {
     "n_frames_per_traj": N_FRAMES_PER_TRAJ,
@@ -87,43 +114,50 @@ KNOBS = {
     "equil_steps": EQUIL_STEPS,
     "heat_steps": HEAT_STEPS,
     "melt_equil_steps": MELT_EQUIL_STEPS,
+    "n_strained": N_STRAINED,
+    "n_frames_strained": N_FRAMES_STRAINED,
+    "strain_repeat": STRAIN_REPEAT,
+    "strain_equil_steps": STRAIN_EQUIL_STEPS,
+    "n_frames_surface": N_FRAMES_SURFACE,
+    "slab_size": SLAB_SIZE,
+    "slab_layers": SLAB_LAYERS,
+    "n_frames_vacancy": N_FRAMES_VACANCY,
 }
+# smallest value of each knob
+_KNOB_MIN = {"n_frames_per_traj": 1, "repeat": 1, "equil_steps": 0, "heat_steps": 0, "melt_equil_steps": 0,
+             "n_strained": 0, "n_frames_strained": 1, "strain_repeat": 1, "strain_equil_steps": 0,
+             "n_frames_surface": 0, "slab_size": 1, "slab_layers": 2, "n_frames_vacancy": 0}
 
 
-def generation_parameters(
-    seed: int = 0,
-    n_frames_per_traj: int = N_FRAMES_PER_TRAJ,
-    repeat: int = REPEAT,
-    equil_steps: int = EQUIL_STEPS,
-    heat_steps: int = HEAT_STEPS,
-    melt_equil_steps: int = MELT_EQUIL_STEPS,
-) -> dict:
-    """Every parameter that determines the file's content (JSON-compatible)."""
-    for name, value, low in (
-        ("n_frames_per_traj", n_frames_per_traj, 1),
-        ("repeat", repeat, 1),
-        ("equil_steps", equil_steps, 0),
-        ("heat_steps", heat_steps, 0),
-        ("melt_equil_steps", melt_equil_steps, 0),
-    ):
-        if int(value) != value or value < low:
+def generation_parameters(seed: int = 0, **knobs) -> dict:
+    """Every parameter that determines the file's content (JSON-compatible); ``knobs``: see ``KNOBS``."""
+    unknown = set(knobs) - set(KNOBS)
+    if unknown:
+        raise TypeError(f"unknown size knob(s) {', '.join(sorted(unknown))}; known: {', '.join(KNOBS)}")
+    values = {**KNOBS, **knobs}
+    for name, value in values.items():
+        low = _KNOB_MIN[name]
+        if isinstance(value, bool) or int(value) != value or value < low:
             raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
     return {
         "seed": int(seed),
         "element": "Cu",
         "lattice_constant": LATTICE_CONSTANT,
         "melt_lattice_constant": MELT_LATTICE_CONSTANT,
-        "repeat": int(repeat),
         "temperatures_K": list(TEMPERATURES_K),
         "melt_temperature_K": MELT_TEMPERATURE_K,
         "heat_temperature_K": HEAT_TEMPERATURE_K,
         "timestep_fs": TIMESTEP_FS,
         "friction_per_fs": FRICTION_PER_FS,
         "interval": INTERVAL,
-        "n_frames_per_traj": int(n_frames_per_traj),
-        "equil_steps": int(equil_steps),
-        "heat_steps": int(heat_steps),
-        "melt_equil_steps": int(melt_equil_steps),
+        "strain_temperatures_K": list(STRAIN_TEMPERATURES_K),
+        "strain_volumetric": STRAIN_VOLUMETRIC,
+        "strain_random": STRAIN_RANDOM,
+        "surfaces": list(SURFACES),
+        "surface_temperatures_K": list(SURFACE_TEMPERATURES_K),
+        "surface_vacuum": SURFACE_VACUUM,
+        "vacancy_temperatures_K": list(VACANCY_TEMPERATURES_K),
+        **{name: int(value) for name, value in values.items()},
     }
 
 
@@ -157,13 +191,49 @@ def _langevin(atoms, dt, temperature, friction, rng) -> Langevin:
     return Langevin(atoms, dt, temperature_K=temperature, friction=friction, fixcm=False, rng=rng)
 
 
-def _trajectory(
-    params: dict, traj_id: int, config_type: str, stages: list[tuple[float, int]], lattice_constant: float
-) -> list[Atoms]:
-    """One MD run from the fcc crystal: ``stages`` of (temperature, steps) discarded, then sampling
-    at the last temperature."""
+def _strain(params: dict, k: int) -> list[list[float]]:
+    """Strain tensor e (3x3, symmetric) of strained cell ``k``: the cell becomes ``cell @ (I + e)``."""
+    n = params["n_strained"]
+    vol = params["strain_volumetric"]
+    # volumetric strains evenly over [-vol, vol], in a seeded order so that temperatures and
+    # random shears are not tied to the volume
+    order = np.random.default_rng(np.random.SeedSequence([params["seed"], 7919, n])).permutation(n)
+    e = np.eye(3) * (np.linspace(-vol, vol, n)[order[k]] if n > 1 else 0.0)
+    if k % 2:
+        rng = np.random.default_rng(np.random.SeedSequence([params["seed"], 7919, n, k]))
+        voigt = rng.uniform(-params["strain_random"], params["strain_random"], 6)
+        e += np.array([[voigt[0], voigt[5], voigt[4]], [voigt[5], voigt[1], voigt[3]], [voigt[4], voigt[3], voigt[2]]])
+    return e.round(10).tolist()
+
+
+def _structure(params: dict, spec: dict) -> Atoms:
+    """The start structure of a trajectory (fcc positions, before any MD)."""
+    kind, el, a0 = spec["kind"], params["element"], params["lattice_constant"]
+    if kind == "bulk":
+        return bulk(el, "fcc", a=spec["a"], cubic=True).repeat(params["repeat"])
+    if kind == "strained":
+        atoms = bulk(el, "fcc", a=a0, cubic=True).repeat(params["strain_repeat"])
+        atoms.set_cell(atoms.cell.array @ (np.eye(3) + np.array(spec["strain"])), scale_atoms=True)
+        return atoms
+    if kind == "surface":
+        import ase.build
+
+        size = (params["slab_size"], params["slab_size"], params["slab_layers"])
+        builder = getattr(ase.build, f"fcc{spec['miller']}")
+        return builder(el, size=size, a=a0, vacuum=params["surface_vacuum"], periodic=True)
+    if kind == "vacancy":
+        atoms = bulk(el, "fcc", a=a0, cubic=True).repeat(params["repeat"])
+        del atoms[0]
+        return atoms
+    raise ValueError(f"unknown structure kind {kind!r}")
+
+
+def _trajectory(params: dict, traj_id: int, config_type: str, stages: list[tuple[float, int]], spec: dict,
+                n_frames: int) -> list[Atoms]:
+    """One MD run from the structure ``spec``: ``stages`` of (temperature, steps) discarded, then
+    ``n_frames`` frames sampled at the last temperature."""
     rng = np.random.default_rng(np.random.SeedSequence([params["seed"], traj_id]))
-    atoms = bulk(params["element"], "fcc", a=lattice_constant, cubic=True).repeat(params["repeat"])
+    atoms = _structure(params, spec)
     atoms.calc = EMT()
     atoms.set_constraint(FixCom())  # with fixcm=False below (ASE's recommended form since 3.28)
     t_first = stages[0][0]
@@ -179,7 +249,7 @@ def _trajectory(
     t_sample = stages[-1][0]
     dyn = _langevin(atoms, dt, t_sample, friction, rng)
     frames = []
-    for _ in range(params["n_frames_per_traj"]):
+    for _ in range(n_frames):
         dyn.run(params["interval"])
         step += params["interval"]
         info = {"config_type": config_type, "trajectory": traj_id, "step": step, "temperature_K": t_sample}
@@ -187,19 +257,39 @@ def _trajectory(
     return frames
 
 
-def _jobs(params: dict) -> list[tuple[int, str, list[tuple[float, int]], float]]:
-    """(trajectory id, config_type, stages, lattice constant) of every trajectory, in file order."""
-    a0 = params["lattice_constant"]
-    jobs = [(k, f"md_{t:.0f}K", [(t, params["equil_steps"])], a0) for k, t in enumerate(params["temperatures_K"])]
+def _jobs(params: dict) -> list[tuple]:
+    """(trajectory id, config_type, stages, structure spec, frames) of every trajectory, in file order."""
+    a0, nf = params["lattice_constant"], params["n_frames_per_traj"]
+    eq = params["equil_steps"]
+    jobs = [(f"md_{t:.0f}K", [(t, eq)], {"kind": "bulk", "a": a0}, nf) for t in params["temperatures_K"]]
     melt = params["melt_temperature_K"]
     stages = [(params["heat_temperature_K"], params["heat_steps"]), (melt, params["melt_equil_steps"])]
-    jobs.append((len(jobs), f"melt_{melt:.0f}K", stages, params["melt_lattice_constant"]))
-    return jobs
+    jobs.append((f"melt_{melt:.0f}K", stages, {"kind": "bulk", "a": params["melt_lattice_constant"]}, nf))
+    temps = params["strain_temperatures_K"]
+    for k in range(params["n_strained"]):
+        t = temps[k % len(temps)]
+        jobs.append(("strained", [(t, params["strain_equil_steps"])], {"kind": "strained", "strain": _strain(params, k)},
+                     params["n_frames_strained"]))
+    if params["n_frames_surface"]:
+        for m in params["surfaces"]:
+            for t in params["surface_temperatures_K"]:
+                jobs.append((f"surface_{m}", [(t, eq)], {"kind": "surface", "miller": m}, params["n_frames_surface"]))
+    if params["n_frames_vacancy"]:
+        for t in params["vacancy_temperatures_K"]:
+            jobs.append(("vacancy", [(t, eq)], {"kind": "vacancy"}, params["n_frames_vacancy"]))
+    return [(k, *job) for k, job in enumerate(jobs)]
 
 
 def _run_job(args) -> list[Atoms]:
     params, job = args
     return _trajectory(params, *job)
+
+
+def _cost(params: dict, job: tuple) -> int:
+    """Rough cost of a job (MD steps x atoms), to start the longest jobs first."""
+    _, _, stages, spec, n_frames = job
+    atoms = len(_structure(params, spec))
+    return atoms * (sum(n for _, n in stages) + n_frames * params["interval"])
 
 
 def generate_frames(seed: int = 0, workers: int = 1, **knobs) -> list[Atoms]:
@@ -214,7 +304,7 @@ def generate_frames(seed: int = 0, workers: int = 1, **knobs) -> list[Atoms]:
     if workers > 1 and "fork" in multiprocessing.get_all_start_methods():
         ctx = multiprocessing.get_context("fork")
         # longest job (the melt) first so that it overlaps the others
-        order = sorted(range(len(jobs)), key=lambda k: -sum(n for _, n in jobs[k][2]))
+        order = sorted(range(len(jobs)), key=lambda k: -_cost(params, jobs[k]))
         with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
             done = dict(zip(order, pool.map(_run_job, [(params, jobs[k]) for k in order]), strict=True))
         per_traj = [done[k] for k in range(len(jobs))]
@@ -269,9 +359,10 @@ def generate_emt_cu(
 
     ``path`` defaults to ``<repo>/outputs/builtin/emt_cu.extxyz``; the sidecar
     ``<stem>.json`` sits next to it. ``knobs`` are the size parameters of
-    :func:`generation_parameters` (``n_frames_per_traj``, ``repeat``,
-    ``equil_steps``, ``heat_steps``, ``melt_equil_steps``). ``workers`` (processes used
-    when generating) does not change the content.
+    :func:`generation_parameters` (the keys of ``KNOBS``: ``n_frames_per_traj``, ``repeat``,
+    ``equil_steps``, ``heat_steps``, ``melt_equil_steps``, ``n_strained``, ``n_frames_strained``,
+    ``strain_repeat``, ``strain_equil_steps``, ``n_frames_surface``, ``slab_size``, ``slab_layers``,
+    ``n_frames_vacancy``). ``workers`` (processes used when generating) does not change the content.
     """
     path = Path(DEFAULT_PATH if path is None else path)
     params = generation_parameters(seed, **knobs)
