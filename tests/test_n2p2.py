@@ -63,3 +63,19 @@ def test_unit_factors_are_consistent(n2p2_folder):
     a, b = pot1.predict(atoms), pot2.predict(big)
     assert abs(b["energy"].item() - HARTREE * a["energy"].item()) < 1e-9 * abs(b["energy"].item())
     torch.testing.assert_close(b["forces"], a["forces"] * HARTREE / BOHR, rtol=1e-9, atol=1e-12)
+
+
+@needs_shared
+def test_descriptor_from_input_nn():
+    """descriptor=n2p2: the symmetry functions of an input.nn, in Å, as the loaded potential has them."""
+    from mlpot.errors import InputNNError
+
+    folder = SHARED / "mlearn" / "Mo" / "n2p2"
+    d = n2p2.acsf_from_input_nn(folder, elements=["Mo"], length_unit="bohr")
+    ref = n2p2.load(folder, length_unit=BOHR, energy_unit=HARTREE).descriptor
+    assert d.functions == ref.functions and d.n_features == 39
+    assert abs(d.cutoff - 9.8265759 * BOHR) < 1e-9
+    with pytest.raises(InputNNError, match=r"input.nn.*elements \['Si'\] differ"):
+        n2p2.acsf_from_input_nn(folder / "input.nn", elements=["Si"])
+    with pytest.raises(InputNNError, match="length_unit"):
+        n2p2.acsf_from_input_nn(folder, length_unit="nm")

@@ -33,6 +33,7 @@ from mlpot.errors import (
 )
 from mlpot.models.hdnnp import HDNNP
 from mlpot.models.potential import Potential
+from mlpot.units import BOHR
 
 # n2p2 activation letters -> mlpot activation names
 ACTIVATION_LETTERS = {
@@ -257,16 +258,8 @@ def read_weights(path, layer_sizes: list[int]) -> list[tuple[np.ndarray, np.ndar
     return list(zip(Ws, bs))
 
 
-def load(folder, length_unit: float = 1.0, energy_unit: float = 1.0, epoch: int | None = None) -> Potential:
-    """An n2p2 potential as a float64 :class:`~mlpot.Potential` in Å and eV.
-
-    ``length_unit`` / ``energy_unit``: Å and eV per unit of the files (e.g.
-    ``mlpot.units.BOHR`` and ``mlpot.units.HARTREE`` for Bohr/Hartree files).
-    ``epoch`` picks ``weights.NNN.data.EEEEEE`` files where present.
-    """
-    folder = Path(folder)
-    inp = folder / "input.nn"
-    settings = read_input_nn(inp)
+def _acsf(settings: dict, inp: Path, length_unit: float) -> ACSF:
+    """The symmetry functions of a parsed input.nn, per element in n2p2's order."""
     # n2p2 orders elements by atomic number (ElementMap); indices in scaling.data follow it
     elements = sorted(settings["elements"], key=lambda e: atomic_numbers[e])
     el_index = {e: k for k, e in enumerate(elements)}
@@ -278,8 +271,40 @@ def load(folder, length_unit: float = 1.0, energy_unit: float = 1.0, epoch: int 
             raise InputNNError(f"no symmetry functions for element {e}", str(inp))
         mine.sort(key=lambda t: n2p2_sort_key(t[1], t[2], el_index))
         per_element.append([sf for _, sf, _ in mine])
-    functions = [sf for fs in per_element for sf in fs]
-    descriptor = ACSF(elements, functions)
+    return ACSF(elements, [sf for fs in per_element for sf in fs])
+
+
+def acsf_from_input_nn(path, elements=None, length_unit: float | str = 1.0) -> ACSF:
+    """The symmetry functions of an n2p2 ``input.nn`` (a file, or a folder holding one) as an ACSF
+    descriptor in Å (``descriptor=n2p2``). ``length_unit``: Å per length unit of the file (or ``bohr``);
+    ``elements``, when given, must be the file's elements (a different set is an error naming both)."""
+    inp = Path(path)
+    if inp.is_dir():
+        inp = inp / "input.nn"
+    if isinstance(length_unit, str):
+        if length_unit.lower() not in ("bohr", "angstrom"):
+            raise InputNNError(f"length_unit must be a number, 'bohr' or 'angstrom', got {length_unit!r}", str(inp))
+        length_unit = BOHR if length_unit.lower() == "bohr" else 1.0
+    descriptor = _acsf(read_input_nn(inp), inp, float(length_unit))
+    if elements is not None and sorted(elements) != sorted(descriptor.elements):
+        raise InputNNError(f"the data's elements {sorted(elements)} differ from the file's {sorted(descriptor.elements)}",
+                           str(inp))
+    return descriptor
+
+
+def load(folder, length_unit: float = 1.0, energy_unit: float = 1.0, epoch: int | None = None) -> Potential:
+    """An n2p2 potential as a float64 :class:`~mlpot.Potential` in Å and eV.
+
+    ``length_unit`` / ``energy_unit``: Å and eV per unit of the files (e.g.
+    ``mlpot.units.BOHR`` and ``mlpot.units.HARTREE`` for Bohr/Hartree files).
+    ``epoch`` picks ``weights.NNN.data.EEEEEE`` files where present.
+    """
+    folder = Path(folder)
+    inp = folder / "input.nn"
+    settings = read_input_nn(inp)
+    descriptor = _acsf(settings, inp, length_unit)
+    elements = descriptor.elements
+    el_index = {e: k for k, e in enumerate(elements)}
 
     n_per = descriptor.n_features_per_element
     stats = read_scaling(folder / "scaling.data", n_per)

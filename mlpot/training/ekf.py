@@ -89,21 +89,31 @@ class EKFModule(PotentialModule):
     """PotentialModule trained by :class:`KalmanFilter` updates (Lightning manual optimisation).
 
     ``force_ratio`` (if set) replaces ``force_fraction``: force updates per structure and epoch, i.e.
-    per energy update (the Au study's force-update ratio). ``force_weight`` scales force errors and derivatives (n2p2's force_weight); the energy
-    pattern is the energy per atom. With ``data.batch_size=1`` the update sequence is n2p2's
+    per energy update (the Au study's force-update ratio). ``force_weight`` scales force errors and
+    derivatives (n2p2's force_weight), ``energy_weight`` those of energies. Both set the scale of the
+    errors against the filter's noise term 1/η: n2p2 trained in Hartree and Bohr is this filter in eV and
+    Å with energy_weight = 1/27.211 and force_weight × 0.5292/27.211 (and the network's output scaled by
+    27.211, ``model.energy_scale``). ``energy_pattern``: ``total`` (n2p2's: the error and derivative of
+    the structure's total energy, so that a structure of N atoms weighs N² more than with ``per_atom``,
+    where they are those of the energy per atom). With ``data.batch_size=1`` the update sequence is n2p2's
     (one structure per energy update); larger batches combine their energies into one update.
     """
 
     def __init__(self, potential, loss_weights=None, optimizer=None, scheduler=None, monitor: str = "val/loss",
                  force_fraction: float = 0.02315, force_weight: float = 10.0, error_threshold: float = 1.0,
-                 threshold_trials: int = 3, seed: int = 0, force_ratio: float | None = None):
+                 threshold_trials: int = 3, seed: int = 0, force_ratio: float | None = None,
+                 energy_pattern: str = "total", energy_weight: float = 1.0):
         super().__init__(potential, loss_weights, optimizer=optimizer or KalmanFilter, scheduler=None, monitor=monitor)
         if scheduler is not None:
             raise ValueError("optim=ekf has its own eta and q schedules: set optim.scheduler to null")
         self.automatic_optimization = False
         self.force_fraction, self.force_weight = float(force_fraction), float(force_weight)
+        self.energy_weight = float(energy_weight)
         self.error_threshold, self.threshold_trials, self.seed = float(error_threshold), int(threshold_trials), int(seed)
         self.force_ratio = None if force_ratio is None else float(force_ratio)
+        if energy_pattern not in ("total", "per_atom"):
+            raise ValueError(f"optim.module.energy_pattern must be 'total' or 'per_atom', got {energy_pattern!r}")
+        self.energy_pattern = energy_pattern
         self._force_rmse = None
 
     def _kf(self) -> KalmanFilter:
@@ -128,13 +138,14 @@ class EKFModule(PotentialModule):
         params = [p for p in self.potential.parameters()]
         gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self.current_epoch * 10_007 + batch_idx)
         n_atoms = batch["n_atoms"].to(batch["G"].dtype)
+        per = (n_atoms if self.energy_pattern == "per_atom" else torch.ones_like(n_atoms)) / self.energy_weight
         with torch.enable_grad():
             # energy update (all structures of the batch together)
             m = batch["energy_mask"]
             if m.any() and self.weights.energy > 0:
                 pred = predict_cached(self.potential, batch, forces=False)
-                y = (pred["energy"] / n_atoms)[m]
-                xi = (batch["energy"] / n_atoms)[m] - y.detach()
+                y = (pred["energy"] / per)[m]
+                xi = (batch["energy"] / per)[m] - y.detach()
                 kf.update(xi, self._jacobian(y, params))
             # force updates, one component at a time
             fmask = batch["forces_mask"]
