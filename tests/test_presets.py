@@ -35,3 +35,14 @@ def test_conf_presets_instantiate():
     assert isinstance(au, ACSF) and au.n_features == 26
     grid = _build("acsf", ["Si", "O"])
     assert isinstance(grid, ACSF) and grid.cutoff == 6.0
+
+
+def test_mlearn_preset_swaps_its_whole_descriptor():
+    """experiment=mlearn brings n_max 8 in its own descriptor file, so that descriptor=<other> composes."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        default = compose("train", overrides=["experiment=mlearn", "data.path=x"])
+        other = compose("train", overrides=["experiment=mlearn", "data.path=x", "descriptor=n2p2", "descriptor.path=y"])
+    assert default.descriptor.n_max == 8 and default.cutoff == 5.5
+    assert other.descriptor._target_.endswith("acsf_from_input_nn") and "n_max" not in other.descriptor
