@@ -25,6 +25,12 @@ import torch
 from mlpot.training.cache import predict_cached
 from mlpot.training.losses import errors
 from mlpot.training.module import PotentialModule
+from mlpot.units import BOHR, HARTREE
+
+
+# n2p2 trained in Hartree and Bohr (force_weight 10) is this filter in eV and Å with these weights
+N2P2_ENERGY_WEIGHT = 1.0 / HARTREE
+N2P2_FORCE_WEIGHT = 10.0 * BOHR / HARTREE
 
 
 class KalmanFilter(torch.optim.Optimizer):
@@ -100,9 +106,9 @@ class EKFModule(PotentialModule):
     """
 
     def __init__(self, potential, loss_weights=None, optimizer=None, scheduler=None, monitor: str = "val/loss",
-                 force_fraction: float = 0.02315, force_weight: float = 10.0, error_threshold: float = 1.0,
+                 force_fraction: float = 0.02315, force_weight: float = N2P2_FORCE_WEIGHT, error_threshold: float = 1.0,
                  threshold_trials: int = 3, seed: int = 0, force_ratio: float | None = None,
-                 energy_pattern: str = "total", energy_weight: float = 1.0):
+                 energy_pattern: str = "total", energy_weight: float = N2P2_ENERGY_WEIGHT):
         super().__init__(potential, loss_weights, optimizer=optimizer or KalmanFilter, scheduler=None, monitor=monitor)
         if scheduler is not None:
             raise ValueError("optim=ekf has its own eta and q schedules: set optim.scheduler to null")
