@@ -36,7 +36,7 @@ class DataPathError(DataError, FileNotFoundError):
 
 
 class EmptyFileError(DataError):
-    """A data file that holds no frame."""
+    """A data file that holds no frame, or a frame that holds no atom."""
 
 
 class MissingLabelError(DataError):

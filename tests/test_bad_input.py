@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 
 import numpy as np
+import ase.io
 import pytest
 from ase import Atoms
 from ase.build import bulk
@@ -245,6 +246,19 @@ def test_empty_file(tmp_path, content):
     msg = one_line(exc)
     assert str(path) in msg
     assert exc.value.source == str(path)
+
+
+def test_frame_without_atoms(tmp_path):
+    from ase import Atoms
+
+    from tests.helpers import random_cell
+
+    good = random_cell(["Cu", "Cu"], seed=1)
+    path = tmp_path / "mixed.extxyz"
+    ase.io.write(path, [good, Atoms(cell=good.cell, pbc=True), good])
+    with pytest.raises(EmptyFileError) as exc:
+        read_frames(path)
+    assert one_line(exc) == f"{path}, frame 1: frame has no atoms" and exc.value.frame == 1
 
 
 def test_missing_path(tmp_path):

@@ -166,6 +166,8 @@ def read_frames(
     if len(frames) == 0:
         raise EmptyFileError("file holds no frame", source)
     for k, atoms in enumerate(frames):
+        if len(atoms) == 0:
+            raise EmptyFileError("frame has no atoms", source, k)
         check_structure(atoms, source, k, elements)
         normalise_labels(atoms, keys, source, k)
         atoms.info["mlpot_source"] = source
