@@ -249,8 +249,6 @@ def test_empty_file(tmp_path, content):
 
 
 def test_frame_without_atoms(tmp_path):
-    from ase import Atoms
-
     from tests.helpers import random_cell
 
     good = random_cell(["Cu", "Cu"], seed=1)
