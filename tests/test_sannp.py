@@ -82,7 +82,11 @@ def test_plateau_switch_and_monitor_reset():
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
     plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(opt)
     plateau.best, plateau.num_bad_epochs = 1e-4, 5
-    trainer = SimpleNamespace(sanity_checking=False, callbacks=[es, ckpt], optimizers=[opt], should_stop=False,
+    w = torch.nn.Parameter(torch.ones(2))
+    lbfgs = torch.optim.LBFGS([w])
+    lbfgs.step(lambda: (w**2).sum().backward() or (w**2).sum())
+    assert lbfgs.state  # curvature history of the stage-1 objective
+    trainer = SimpleNamespace(sanity_checking=False, callbacks=[es, ckpt], optimizers=[opt, lbfgs], should_stop=False,
                               lr_scheduler_configs=[SimpleNamespace(scheduler=plateau)], current_epoch=0,
                               callback_metrics={})
     sched.on_fit_start(trainer, module)
@@ -104,6 +108,7 @@ def test_plateau_switch_and_monitor_reset():
     assert es.wait_count == 0 and torch.isinf(es.best_score)
     assert torch.isinf(ckpt.best_model_score) and ckpt.kth_best_model_path == "best.ckpt"
     assert plateau.num_bad_epochs == 0 and math.isinf(plateau.best) and opt.param_groups[0]["lr"] == 0.1
+    assert not lbfgs.state  # L-BFGS starts stage 2 without the stage-1 history
     state = sched.state_dict()
     fresh = StagedSchedule(patience=1000, verbose=False)
     fresh.load_state_dict(state)

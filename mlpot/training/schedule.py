@@ -11,7 +11,8 @@ weights become the module's configured ones (``loss=sannp``: E_i plus forces and
   from now on has one definition;
 * resets early stopping (best score, wait count), the best checkpoint (its file is then overwritten
   by the first stage-2 save) and a ReduceLROnPlateau scheduler, and, with ``reset_lr``, puts the
-  learning rate back to its starting value.
+  learning rate back to its starting value; an L-BFGS optimiser forgets its history (its curvature
+  pairs and last gradient belong to the stage-1 objective).
 
 The switch is printed as one line and logged as the metric ``stage`` (1 or 2, also in each
 ``history`` row); the stage and the plateau counters are saved in checkpoints, so a run resumed
@@ -131,6 +132,10 @@ class StagedSchedule(pl.Callback):
         if self.reset_lr and self.initial_lr and trainer.optimizers:
             for g, lr in zip(trainer.optimizers[0].param_groups, self.initial_lr):
                 g["lr"] = lr
+        for opt in trainer.optimizers:  # L-BFGS's curvature pairs belong to the stage-1 objective
+            opt = getattr(opt, "optimizer", opt)
+            if isinstance(opt, torch.optim.LBFGS):
+                opt.state.clear()
         if self.verbose:
             rank_zero_info(f"SANNP schedule: epoch {trainer.current_epoch}: stage 1 -> 2 ({why}; best "
                            f"{self.monitor} {self.best:.6g}); loss weights now {vars(w)}")
