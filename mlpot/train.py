@@ -26,6 +26,18 @@ CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
+def if_builtin_data(path, on_builtin, otherwise):
+    """The config resolver ``${mlpot.if_builtin_data:${data.path},A,B}``: ``A`` when the run trains on the
+    built-in EMT Cu data (``data.path`` null, as the data module reads it), else ``B``. Used by
+    ``conf/loss/energy_forces.yaml`` so that the stress term is on for the built-in data (stress on every
+    frame) and off for other data, which may have no stress labels."""
+    return on_builtin if path in (None, "", "builtin") else otherwise
+
+
+if not OmegaConf.has_resolver("mlpot.if_builtin_data"):
+    OmegaConf.register_new_resolver("mlpot.if_builtin_data", if_builtin_data)
+
+
 def _run_dir(cfg) -> Path:
     if cfg.get("run_dir"):
         return Path(cfg.run_dir)

@@ -46,3 +46,22 @@ def test_mlearn_preset_swaps_its_whole_descriptor():
         other = compose("train", overrides=["experiment=mlearn", "data.path=x", "descriptor=n2p2", "descriptor.path=y"])
     assert default.descriptor.n_max == 8 and default.cutoff == 5.5
     assert other.descriptor._target_.endswith("acsf_from_input_nn") and "n_max" not in other.descriptor
+
+
+def test_default_loss_has_stress_on_builtin_data_only():
+    """The default loss fits stress (weight 100) on the built-in EMT data only: other data may lack stress."""
+    from hydra import compose, initialize_config_dir
+
+    from mlpot.train import CONF_DIR  # registers the mlpot.if_builtin_data resolver
+
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        default = compose("train")
+        named = compose("train", overrides=["data.path=builtin"])
+        other = compose("train", overrides=["data.path=x"])
+        xyz = compose("train", overrides=["data=xyz", "data.path=x"])
+        au = compose("train", overrides=["experiment=au_study"])
+        explicit = compose("train", overrides=["loss.stress=3"])
+    assert default.loss.stress == 100.0 and named.loss.stress == 100.0
+    assert other.loss.stress == 0.0 and xyz.loss.stress == 0.0
+    assert au.loss.stress == 0.0  # the Kalman-filter study stays energy + forces, as n2p2
+    assert explicit.loss.stress == 3
