@@ -268,8 +268,8 @@ def _jobs(params: dict) -> list[tuple]:
     temps = params["strain_temperatures_K"]
     for k in range(params["n_strained"]):
         t = temps[k % len(temps)]
-        jobs.append(("strained", [(t, params["strain_equil_steps"])], {"kind": "strained", "strain": _strain(params, k)},
-                     params["n_frames_strained"]))
+        spec = {"kind": "strained", "strain": _strain(params, k)}
+        jobs.append(("strained", [(t, params["strain_equil_steps"])], spec, params["n_frames_strained"]))
     if params["n_frames_surface"]:
         for m in params["surfaces"]:
             for t in params["surface_temperatures_K"]:
