@@ -3,6 +3,9 @@
 over seeds for runs that differ only in ``seed``.
 
     python scripts/summarize_runs.py outputs/multirun/2026-11-21_18-00-00 [--metrics test/forces_rmse ...] [--csv out.csv]
+        [--plot sweep.png] [--markdown sweep.md]
+
+Overrides shared by every run are printed once above the tables.
 """
 
 from __future__ import annotations
@@ -44,19 +47,37 @@ def table(rows: list[list], header: list[str]) -> str:
     return "\n".join([line(cells[0]), line(["-" * w for w in widths])] + [line(r) for r in cells[1:]])
 
 
-def summarize(folder: Path, metrics: list[str]) -> tuple[str, str, list[list]]:
+def common_overrides(runs: list[dict]) -> list[str]:
+    """The overrides every run of the sweep shares (shown once, not in every row)."""
+    if len(runs) < 2:
+        return []
+    shared = set(runs[0]["overrides"]).intersection(*(set(r["overrides"]) for r in runs[1:]))
+    return [o for o in runs[0]["overrides"] if o in shared]
+
+
+def group_runs(runs: list[dict]) -> tuple[list[str], dict[str, list[dict]]]:
+    """(common overrides, {setting: [metrics of each seed]}); a setting is a run's other overrides
+    without ``seed=``."""
+    common = set(common_overrides(runs))
+    groups: dict[str, list[dict]] = {}
+    for r in runs:
+        key = " ".join(o for o in r["overrides"] if o not in common and not o.startswith("seed=")) or "(defaults)"
+        groups.setdefault(key, []).append(r["metrics"])
+    return common_overrides(runs), groups
+
+
+def summarize(folder: Path, metrics: list[str]) -> tuple[str, str, list[list], list[str]]:
+    """Per-run table, grouped table (mean ± std over seeds), grouped rows, common overrides."""
     runs = load_runs(folder)
     if not runs:
         raise SystemExit(f"{folder}: no metrics.json found")
-    rows = [[r["run"], " ".join(r["overrides"])] + [r["metrics"].get(m) for m in metrics] for r in runs]
+    common, groups = group_runs(runs)
+    rows = [[r["run"], " ".join(o for o in r["overrides"] if o not in common) or "(defaults)"]
+            + [r["metrics"].get(m) for m in metrics] for r in runs]
     per_run = table(rows, ["run", "overrides"] + metrics)
-    groups: dict[str, list[dict]] = {}
-    for r in runs:
-        key = " ".join(o for o in r["overrides"] if not o.startswith("seed="))
-        groups.setdefault(key, []).append(r["metrics"])
     grouped = []
     for key, ms in groups.items():
-        row = [key or "(defaults)", len(ms)]
+        row = [key, len(ms)]
         for m in metrics:
             vals = [x[m] for x in ms if m in x]
             if not vals:
@@ -66,7 +87,14 @@ def summarize(folder: Path, metrics: list[str]) -> tuple[str, str, list[list]]:
             else:
                 row.append(f"{statistics.mean(vals):.4g} ± {statistics.stdev(vals):.2g}")
         grouped.append(row)
-    return per_run, table(grouped, ["settings", "n"] + metrics), grouped
+    return per_run, table(grouped, ["settings", "n"] + metrics), grouped, common
+
+
+def markdown(grouped: list[list], metrics: list[str], common: list[str]) -> str:
+    lines = [f"Common overrides: `{' '.join(common)}`", ""] if common else []
+    lines += ["| settings | n | " + " | ".join(metrics) + " |", "|---|---|" + "---|" * len(metrics)]
+    lines += ["| " + " | ".join(_fmt(c) for c in row) + " |" for row in grouped]
+    return "\n".join(lines) + "\n"
 
 
 def plot(folder: Path, metrics: list[str], out: Path) -> None:
@@ -76,10 +104,7 @@ def plot(folder: Path, metrics: list[str], out: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    groups: dict[str, list[dict]] = {}
-    for r in load_runs(folder):
-        key = " ".join(o for o in r["overrides"] if not o.startswith("seed=")) or "(defaults)"
-        groups.setdefault(key, []).append(r["metrics"])
+    _, groups = group_runs(load_runs(folder))
     keys = list(groups)
     fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.6), squeeze=False)
     for ax, m in zip(axes[0], metrics):
@@ -100,12 +125,18 @@ def main(argv=None) -> int:
     ap.add_argument("--metrics", nargs="+", default=DEFAULT_METRICS)
     ap.add_argument("--csv", type=Path, default=None)
     ap.add_argument("--plot", type=Path, default=None, help="PNG with mean ± std over seeds per setting")
+    ap.add_argument("--markdown", type=Path, default=None, help="the mean ± std table as Markdown")
     args = ap.parse_args(argv)
-    per_run, grouped_table, grouped = summarize(args.folder, args.metrics)
+    per_run, grouped_table, grouped, common = summarize(args.folder, args.metrics)
+    if common:
+        print("common overrides: " + " ".join(common))
+        print()
     print(per_run)
     print()
     print("mean ± std over seeds")
     print(grouped_table)
+    if args.markdown:
+        args.markdown.write_text(markdown(grouped, args.metrics, common))
     if args.csv:
         with open(args.csv, "w", newline="") as fh:
             w = csv.writer(fh)

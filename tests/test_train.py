@@ -118,10 +118,14 @@ def test_multirun_and_summary(tiny_data, tmp_path):
     assert res.returncode == 0, res.stderr[-2000:]
     assert len(list((tmp_path / "sweep").rglob("metrics.json"))) == 2
     out = subprocess.run([sys.executable, str(ROOT / "scripts" / "summarize_runs.py"), str(tmp_path / "sweep"),
-                          "--plot", str(tmp_path / "sweep.png")], capture_output=True, text=True)
+                          "--plot", str(tmp_path / "sweep.png"), "--markdown", str(tmp_path / "sweep.md")],
+                         capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert "seed=1" in out.stdout and "mean ± std over seeds" in out.stdout
+    assert f"common overrides: data.path={tiny_data}" in out.stdout  # shared overrides printed once
     assert (tmp_path / "sweep.png").stat().st_size > 0
+    md = (tmp_path / "sweep.md").read_text()
+    assert "| (defaults) | 2 |" in md and " ± " in md
 
 
 def test_ddp_cpu_test_metrics_not_distorted(tiny_data, tmp_path):
