@@ -63,7 +63,19 @@ def group_runs(runs: list[dict]) -> tuple[list[str], dict[str, list[dict]]]:
     for r in runs:
         key = " ".join(o for o in r["overrides"] if o not in common and not o.startswith("seed=")) or "(defaults)"
         groups.setdefault(key, []).append(r["metrics"])
-    return common_overrides(runs), groups
+    return common_overrides(runs), dict(sorted(groups.items(), key=lambda kv: _natural(kv[0])))
+
+
+def _natural(setting: str) -> list:
+    """Sort key: settings in order of their values, numbers as numbers (rs=-2 before rs=-1 before rs=0)."""
+    key = []
+    for override in setting.split():
+        name, _, value = override.partition("=")
+        try:
+            key.append((name, 0, float(value), ""))
+        except ValueError:
+            key.append((name, 1, 0.0, value))
+    return key
 
 
 def summarize(folder: Path, metrics: list[str]) -> tuple[str, str, list[list], list[str]]:
