@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 from hydra.utils import instantiate
 
 from mlpot.train import run
@@ -55,3 +56,24 @@ def test_scheduler_is_rejected(tiny_data, tmp_path):
     with pytest.raises(ValueError, match="scheduler"):
         build(config(tmp_path, tiny_data, "+optim.scheduler._target_=torch.optim.lr_scheduler.StepLR",
                      "+optim.scheduler._partial_=true", "+optim.scheduler.step_size=1"))
+
+
+def test_stalled_step_drops_the_history():
+    """A step that leaves the weights unchanged drops L-BFGS's curvature pairs; a step that moves keeps them."""
+    from mlpot.training.optim import restart_if_stalled
+
+    w = torch.nn.Parameter(torch.tensor([3.0, -2.0], dtype=torch.float64))
+    opt = torch.optim.LBFGS([w], line_search_fn="strong_wolfe", max_iter=5)
+
+    def closure():
+        opt.zero_grad()
+        loss = ((w - 1.0) ** 2 * torch.tensor([1.0, 10.0], dtype=torch.float64)).sum()
+        loss.backward()
+        return loss
+
+    before = [w.detach().clone()]
+    opt.step(closure)
+    assert not restart_if_stalled(opt, before, [w]) and opt.state[w]["old_dirs"]  # moved: history kept
+    assert restart_if_stalled(opt, [w.detach().clone()], [w]) and not opt.state  # unchanged: dropped
+    assert not restart_if_stalled(opt, [w.detach().clone()], [w])  # nothing to drop
+    assert not restart_if_stalled(torch.optim.SGD([w], lr=0.1), [w.detach().clone()], [w])

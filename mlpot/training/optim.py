@@ -8,6 +8,10 @@ switches clipping off for manual optimisation). It is meant for full batches (``
 number of training frames): the cache makes a full pass over a few hundred structures cheap, and L-BFGS's
 curvature pairs only make sense for a fixed objective.
 
+When a step leaves the weights unchanged (the line search found no decrease along the quasi-Newton
+direction), the optimiser's history is dropped so that the next epoch starts from steepest descent
+(``restart_if_stalled``; counted in ``train/lbfgs_restarts``) instead of stalling the same way every epoch.
+
 An optional warm start runs ``warmup_epochs`` epochs of Adam (``warmup_lr``) on the same batches before L-BFGS
 takes over, which moves the weights out of the flat region of a random start.
 """
@@ -22,6 +26,21 @@ from pytorch_lightning.utilities import rank_zero_warn
 from mlpot.training.module import PotentialModule
 
 
+def restart_if_stalled(opt, before: list, params: list) -> bool:
+    """Drop an L-BFGS optimiser's history when its step left the weights exactly as they were.
+
+    torch's L-BFGS ends a step without moving when the line search finds no decrease along the
+    quasi-Newton direction (in float32 near a minimum, or after the objective changed); it then keeps
+    the same curvature pairs, so every later epoch stalls the same way. Without history the next step
+    starts from steepest descent. Returns whether the history was dropped."""
+    if not isinstance(opt, torch.optim.LBFGS) or not opt.state:
+        return False
+    if any(not torch.equal(b, p.detach()) for b, p in zip(before, params)):
+        return False
+    opt.state.clear()
+    return True
+
+
 class LBFGSModule(PotentialModule):
     """A :class:`PotentialModule` whose training step is one ``torch.optim.LBFGS.step`` (manual optimisation)."""
 
@@ -33,6 +52,7 @@ class LBFGSModule(PotentialModule):
         self.warmup_epochs = int(warmup_epochs)
         self.warmup_lr = float(warmup_lr)
         self.n_evaluations = 0  # loss evaluations (closure calls) so far, for reporting
+        self.n_restarts = 0  # epochs whose L-BFGS step left the weights unchanged (history then dropped)
         self._warned = False
 
     def on_fit_start(self):
@@ -66,7 +86,12 @@ class LBFGSModule(PotentialModule):
             self.n_evaluations += 1
             return value
 
+        params = [p for p in self.potential.parameters() if p.requires_grad]
+        before = [p.detach().clone() for p in params]
         opt.step(closure)
+        if not warm and restart_if_stalled(getattr(opt, "optimizer", opt), before, params):
+            self.n_restarts += 1
+            self.log("train/lbfgs_restarts", float(self.n_restarts), batch_size=1)
         self.acc["train"].sums = first["sums"]
         self.log("train/loss_step", first["loss"], batch_size=int(batch["n_atoms"].shape[0]), prog_bar=True)
         self.log("train/evaluations", float(self.n_evaluations), batch_size=1)
