@@ -271,8 +271,9 @@ def report(out: Path, metric: str = "mae", references: list[dict] | None = None,
     text = "# Optimisers: test error against training wall time\n\n" + table
     if command:
         text += f"\nCommand:\n\n```bash\n{command}\n```\n"
-    per_run = [f"- {k}: `{' '.join(shlex.quote(c) for c in v['command'])}`" for k, v in info.items()
-               if isinstance(v, dict) and "command" in v]
+    per_run = [f"- {k}: `{' '.join(shlex.quote(c) for c in v['command'])}`"
+               + (f" (OMP_NUM_THREADS={v['OMP_NUM_THREADS']})" if v.get("OMP_NUM_THREADS") else "")
+               for k, v in info.items() if isinstance(v, dict) and "command" in v]
     if per_run:
         text += "\nRuns:\n\n" + "\n".join(per_run) + "\n"
     (out / "optimizers.md").write_text(text)
@@ -329,11 +330,12 @@ def main(argv=None) -> int:
                 rc = subprocess.call(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
             seconds = time.perf_counter() - t0
             print(f"[{label}] exit {rc} after {seconds:.1f} s (log: {run_dir / 'train.log'})", flush=True)
-            info[label] = {"command": cmd, "returncode": rc, "process_seconds": seconds, "loadavg_before": load}
+            info[label] = {"command": cmd, "returncode": rc, "process_seconds": seconds, "loadavg_before": load,
+                           "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS")}
             runs_json.write_text(json.dumps(info, indent=1))
     command = " ".join(shlex.quote(a) for a in [Path(sys.argv[0]).as_posix(), *(sys.argv[1:] if argv is None else argv)])
-    labels = [label for label, _ in runs] or None
-    table = report(out, args.metric, references, labels, command)
+    # every run of the folder: a rerun of some labels keeps the others in the table and the plot
+    table = report(out, args.metric, references, None, command)
     print(table)
     print(f"wrote {out / 'optimizers.png'} and {out / 'optimizers.md'}")
     return 0
