@@ -61,6 +61,9 @@ def test_resume_is_exact(tiny_data, tmp_path):
                          f"ckpt_path={tmp_path / 'part' / 'checkpoints' / 'last.ckpt'}"))
     for key in ("test/forces_rmse", "test/energy_per_atom_rmse", "val/loss"):
         assert resumed[key] == pytest.approx(full[key], rel=1e-6, abs=1e-9), key
+    # the resumed run logs beside the first part's CSV, not over it
+    logs = sorted(p.parent.name for p in (tmp_path / "part" / "logs").rglob("metrics.csv"))
+    assert logs == ["version_0", "version_1"]
 
 
 def test_tensorboard_and_wandb_offline(tiny_data, tmp_path, monkeypatch):
