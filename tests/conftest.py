@@ -1,4 +1,5 @@
-"""Shared fixtures: a tiny potential, a tiny valid n2p2 potential folder, the shared data folder."""
+"""Shared fixtures: a tiny potential, a tiny valid n2p2 potential folder, the shared data folder, one torch
+thread for a module (``pytestmark = pytest.mark.usefixtures("one_thread")``)."""
 
 from __future__ import annotations
 
@@ -112,3 +113,14 @@ def write_tiny_n2p2(folder) -> Path:
 def n2p2_folder(tmp_path) -> Path:
     """A freshly written, valid tiny n2p2 potential folder (function scope: safe to corrupt)."""
     return write_tiny_n2p2(tmp_path / "n2p2")
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Small tensors: intra-op threads only add wake-up latency (10x on a loaded 2-core machine)."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -25,12 +25,7 @@ ELEMENTS = ["Ta", "Mo"]
 RC = 4.5
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 SETTINGS = {

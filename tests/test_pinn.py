@@ -23,13 +23,7 @@ from tests.test_derivatives import check_forces_and_stress
 RC, D = 4.2, 1.3
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small tensors: intra-op threads only add wake-up latency (10x on a loaded 2-core machine)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 P0 = [  # two elements with different baselines: checks that every parameter is the centre atom's
