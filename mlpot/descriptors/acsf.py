@@ -227,17 +227,19 @@ class ACSF(nn.Module):
 
     # Each factor below is defined once; ``from_edges`` (fast inference) and ``jacobian``
     # (per-pair derivatives for training) only compose them differently.
+    def _gaussians(self, r: torch.Tensor, eta, rs, cut) -> torch.Tensor:
+        """exp(-η (r - r_s)²) f_c(r) for each column's (η, r_s, cutoff set): (n, len(eta))."""
+        dt = r.dtype
+        g = torch.exp(-eta.to(dt) * (r[:, None] - rs.to(dt)) ** 2)
+        return g * self._cutoffs(r).index_select(1, cut)
+
     def _radial_values(self, r: torch.Tensor) -> torch.Tensor:
         """Radial kernels per pair: (n, K_r)."""
-        dt = r.dtype
-        g = torch.exp(-self.rad_eta.to(dt) * (r[:, None] - self.rad_rs.to(dt)) ** 2)
-        return g * self._cutoffs(r).index_select(1, self.rad_cut)
+        return self._gaussians(r, self.rad_eta, self.rad_rs, self.rad_cut)
 
     def _pair_factor(self, r: torch.Tensor) -> torch.Tensor:
         """exp(-η (r - r_s)²) f_c(r) of the angular kernels, per pair: (n, U)."""
-        dt = r.dtype
-        h = torch.exp(-self.u_eta.to(dt) * (r[:, None] - self.u_rs.to(dt)) ** 2)
-        return h * self._cutoffs(r).index_select(1, self.u_cut)
+        return self._gaussians(r, self.u_eta, self.u_rs, self.u_cut)
 
     def _angle_factor(self, cos: torch.Tensor) -> torch.Tensor:
         """2^(1-ζ) (1 + λ cos θ)^ζ: (n, V)."""
@@ -249,9 +251,7 @@ class ACSF(nn.Module):
 
     def _third_factor(self, rjk: torch.Tensor) -> torch.Tensor:
         """exp(-η (r_jk - r_s)²) f_c(r_jk) for narrow (type 3) kernels, and a column of ones: (n, W + 1)."""
-        dt = rjk.dtype
-        third = torch.exp(-self.w_eta.to(dt) * (rjk[:, None] - self.w_rs.to(dt)) ** 2)
-        third = third * self._cutoffs(rjk).index_select(1, self.w_cut)
+        third = self._gaussians(rjk, self.w_eta, self.w_rs, self.w_cut)
         return torch.cat([third, torch.ones_like(third[:, :1])], dim=1)
 
     def forward(self, positions, species, edge_index, shifts, cell, batch) -> torch.Tensor:
@@ -294,9 +294,7 @@ class ACSF(nn.Module):
 
     def _moment_pair_factor(self, r: torch.Tensor) -> torch.Tensor:
         """exp(-η (r - r_s)²) f_c(r) of the moment-expanded angular kernels, per pair: (P, U)."""
-        dt = r.dtype
-        h = torch.exp(-self.mom_eta.to(dt) * (r[:, None] - self.mom_rs.to(dt)) ** 2)
-        return h * self._cutoffs(r).index_select(1, self.mom_cut)
+        return self._gaussians(r, self.mom_eta, self.mom_rs, self.mom_cut)
 
     def _moment_block(self, vec, r, row, n_atoms):
         """Wide angular kernels with integer ζ from per-pair monomial sums: (n_atoms, n_pairs_el, K_m)."""
