@@ -18,6 +18,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from mlpot.data.datamodule import is_builtin
 from mlpot.descriptors.scaling import FeatureScaler
 from mlpot.models.potential import Potential
 from mlpot.training.module import PotentialModule
@@ -31,7 +32,7 @@ def if_builtin_data(path, on_builtin, otherwise):
     built-in EMT Cu data (``data.path`` null, as the data module reads it), else ``B``. Used by
     ``conf/loss/energy_forces.yaml`` so that the stress term is on for the built-in data (stress on every
     frame) and off for other data, which may have no stress labels."""
-    return on_builtin if path in (None, "", "builtin") else otherwise
+    return on_builtin if is_builtin(path) else otherwise
 
 
 if not OmegaConf.has_resolver("mlpot.if_builtin_data"):

@@ -58,12 +58,12 @@ def common_overrides(runs: list[dict]) -> list[str]:
 def group_runs(runs: list[dict]) -> tuple[list[str], dict[str, list[dict]]]:
     """(common overrides, {setting: [metrics of each seed]}); a setting is a run's other overrides
     without ``seed=``."""
-    common = set(common_overrides(runs))
+    common = common_overrides(runs)
     groups: dict[str, list[dict]] = {}
     for r in runs:
         key = " ".join(o for o in r["overrides"] if o not in common and not o.startswith("seed=")) or "(defaults)"
         groups.setdefault(key, []).append(r["metrics"])
-    return common_overrides(runs), dict(sorted(groups.items(), key=lambda kv: _natural(kv[0])))
+    return common, dict(sorted(groups.items(), key=lambda kv: _natural(kv[0])))
 
 
 def _natural(setting: str) -> list:

@@ -30,6 +30,11 @@ def _files(path: Path, name: str | None, pattern: str) -> list[Path]:
     return files
 
 
+def is_builtin(path) -> bool:
+    """Whether a ``data.path`` value selects the built-in EMT Cu data (null, empty or ``builtin``)."""
+    return path in (None, "", "builtin")
+
+
 class AtomsDataModule(pl.LightningDataModule):
     """Reads frames, splits them, and serves cached batches.
 
@@ -43,7 +48,7 @@ class AtomsDataModule(pl.LightningDataModule):
                  split=None, val_fraction=0.1, batch_size=8, elements=None, num_workers=0, builtin=None,
                  cache_dir=None):
         super().__init__()
-        self.path = None if path in (None, "", "builtin") else Path(path)
+        self.path = None if is_builtin(path) else Path(path)
         self.train_file, self.test_file, self.pattern, self.format = train_file, test_file, pattern, format
         self.keys = LabelKeys(**(keys or {}))
         self.split = dict(split or {"kind": "random", "fractions": [0.8, 0.1, 0.1], "seed": 0})
@@ -119,13 +124,13 @@ class AtomsDataModule(pl.LightningDataModule):
     # -- caches -----------------------------------------------------------------------------------
     def build_cache(self, descriptor, cutoff, dtype=torch.float32) -> None:
         todo = {stage: frames for stage, frames in self.frames.items() if stage not in self.records}
-        if self.cache_dir and todo:
+        if not self.cache_dir:
+            for stage, frames in todo.items():
+                self.records[stage] = precompute(descriptor, frames, self.elements, cutoff, dtype=dtype)
+        elif todo:  # one store lookup for all stages
             flat = [a for frames in todo.values() for a in frames]
             records = iter(precompute_stored(descriptor, flat, self.elements, cutoff, dtype, self.cache_dir))
             self.records.update({stage: [next(records) for _ in frames] for stage, frames in todo.items()})
-        for stage, frames in todo.items():
-            if stage not in self.records:
-                self.records[stage] = precompute(descriptor, frames, self.elements, cutoff, dtype=dtype)
 
     def train_descriptors(self):
         """(G, species) of all training atoms, for the scaling statistics."""

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from mlpot.data.frames import get_label
 from mlpot.data.graph import atoms_to_graph
 from mlpot.descriptors.geometry import edge_vectors
 
@@ -69,7 +70,7 @@ def frame_key(atoms) -> str:
     h.update(np.ascontiguousarray(atoms.cell.array, dtype=np.float64).tobytes())
     h.update(np.asarray(atoms.pbc, dtype=bool).tobytes())
     for name in LABEL_FIELDS:
-        value = atoms.info.get("mlpot_" + name)
+        value = get_label(atoms, name)
         h.update(name.encode() + (b"-" if value is None else np.ascontiguousarray(value, dtype=np.float64).tobytes()))
     return h.hexdigest()
 
