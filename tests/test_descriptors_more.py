@@ -23,7 +23,7 @@ ELEMENTS = ["Ti", "O"]
 def make(kind, elements=ELEMENTS):
     if kind == "chebyshev":
         return Chebyshev(elements, radial_order=6, radial_cutoff=4.5, angular_order=4, angular_cutoff=3.8)
-    return SphericalBessel(elements, n_max=4, cutoff=4.5)
+    return SphericalBessel(elements, n_max=4, cutoff=4.5, coupled=kind == "bessel_coupled")
 
 
 def potential(kind, elements=ELEMENTS, seed=0):
@@ -120,7 +120,46 @@ def test_bessel_equals_direct_double_sum():
     np.testing.assert_allclose(G, ref, rtol=0, atol=1e-12 * np.abs(ref).max())
 
 
-@pytest.mark.parametrize("kind", ["chebyshev", "bessel"])
+def test_coupled_bessel_equals_direct_double_sum():
+    """SOAP-like coupling of the radial channels of each l: n <= n' for equal species, all (n, n') for
+    a < b; the diagonal n = n' is the uncoupled descriptor."""
+    d = make("bessel_coupled").double()
+    atoms = random_cell(["Ti", "O", "O", "Ti", "O"], a=3.4, seed=2)
+    g, vec = pair_data(d, atoms)
+    G = d.from_edges(vec, g.species, g.edge_index).numpy()
+    i, V, z = g.edge_index[0].numpy(), vec.numpy(), g.species[g.edge_index[1]].numpy()
+    radial = d.radial(torch.linalg.norm(vec, dim=-1)).numpy()
+    ls = d.chan_l.numpy()
+    ref = []
+    for a in range(len(atoms)):
+        ps = np.where(i == a)[0]
+        row = []
+        for sa, sb in [(0, 0), (0, 1), (1, 1)]:
+            for l in range(d.n_max + 1):
+                chs = np.where(ls == l)[0]
+                for x, c1 in enumerate(chs):
+                    for c2 in chs[x if sa == sb else 0 :]:
+                        val = 0.0
+                        for p, q in itertools.product(ps, ps):
+                            if z[p] != sa or z[q] != sb:
+                                continue
+                            c = np.clip(V[p] @ V[q] / np.linalg.norm(V[p]) / np.linalg.norm(V[q]), -1, 1)
+                            val += radial[p, c1] * radial[q, c2] * (2 * l + 1) / (4 * np.pi) * eval_legendre(l, c)
+                        row.append(val)
+        ref.append(row)
+    ref = np.array(ref)
+    n_l = d.n_max + 1 - np.arange(d.n_max + 1)
+    assert G.shape[1] == d.n_features == 2 * (n_l * (n_l + 1) // 2).sum() + (n_l**2).sum()
+    assert np.abs(ref).max() > 0.1
+    np.testing.assert_allclose(G, ref, rtol=0, atol=1e-12 * np.abs(ref).max())
+    diag = SphericalBessel(d.elements, n_max=4, cutoff=4.5).double()
+    plain = diag.from_edges(vec, g.species, g.edge_index).numpy()
+    first = [0] + [int(k) for k in np.cumsum(n_l * (n_l + 1) // 2)[:-1]]
+    on_diag = [f + x * n - x * (x - 1) // 2 for f, n in zip(first, n_l) for x in range(n)]  # (n, n) of each l
+    np.testing.assert_allclose(G[:, on_diag], plain[:, : diag.n_channels], rtol=0, atol=1e-12 * np.abs(ref).max())
+
+
+@pytest.mark.parametrize("kind", ["chebyshev", "bessel", "bessel_coupled"])
 def test_pair_jacobian_equals_autograd(kind):
     d = make(kind).double()
     atoms = random_cell(["Ti", "O", "O", "Ti", "O", "O"], a=3.5, seed=3)
@@ -134,12 +173,12 @@ def test_pair_jacobian_equals_autograd(kind):
         assert torch.allclose(grad, J[:, f], atol=1e-12 * (1 + grad.abs().max()))
 
 
-@pytest.mark.parametrize("kind", ["chebyshev", "bessel"])
+@pytest.mark.parametrize("kind", ["chebyshev", "bessel", "bessel_coupled"])
 def test_finite_differences(kind):
     check_forces_and_stress(potential(kind, seed=4), random_cell(["Ti", "O", "O", "Ti", "O"], a=3.4, seed=5))
 
 
-@pytest.mark.parametrize("kind", ["chebyshev", "bessel"])
+@pytest.mark.parametrize("kind", ["chebyshev", "bessel", "bessel_coupled"])
 def test_invariances(kind):
     pot = potential(kind, seed=6)
     atoms = random_cell(["Ti", "O", "O", "Ti", "O", "O"], a=3.8, seed=7)
@@ -151,7 +190,7 @@ def test_invariances(kind):
         np.testing.assert_allclose(out["forces"].numpy(), F, atol=1e-10)
 
 
-@pytest.mark.parametrize("kind", ["chebyshev", "bessel"])
+@pytest.mark.parametrize("kind", ["chebyshev", "bessel", "bessel_coupled"])
 def test_supercell_energy_per_atom(kind):
     pot = potential(kind, elements=["Mo"], seed=8)
     small = bulk("Mo", "bcc", a=3.16, cubic=True)
@@ -161,7 +200,7 @@ def test_supercell_energy_per_atom(kind):
     np.testing.assert_allclose(e_big["stress"].numpy(), e_small["stress"].numpy(), atol=1e-10)
 
 
-@pytest.mark.parametrize("kind", ["chebyshev", "bessel"])
+@pytest.mark.parametrize("kind", ["chebyshev", "bessel", "bessel_coupled"])
 def test_export_round_trip(kind, tmp_path):
     from mlpot.export import load, save
 

@@ -5,6 +5,13 @@
                 l = 0 … n_max, n = 0 … n_max − l, for every unordered pair of neighbour species a ≤ b
                 (the double sum includes j = k, as in NeuralIL).
 
+With ``coupled=True`` the radial channels of each l are coupled as in SOAP's power spectrum,
+
+    p_{nn'l}^{ab} = Σ_{j∈a} Σ_{k∈b} g_nl(r_ij) g_n'l(r_ik) (2l + 1)/(4π) P_l(cos θ_jik),
+
+n ≤ n' for a = b (the sum is symmetric in n, n'), every (n, n') for a < b: for one species
+Σ_l (N_l (N_l + 1))/2 features with N_l = n_max − l + 1 (165 for n_max 8, against 45 uncoupled).
+
 Radial functions: with u_{l,n} the n-th positive zero of j_l,
 
     f_nl(r) = sqrt(2 / (r_c³ (u_n² + u_{n+1}²))) [u_{n+1}/j_{l+1}(u_n) j_l(u_n r/r_c) − u_n/j_{l+1}(u_{n+1}) j_l(u_{n+1} r/r_c)]
@@ -12,7 +19,7 @@ Radial functions: with u_{l,n} the n-th positive zero of j_l,
 vanish with their first derivative at r_c; g_nl are their orthonormalised combinations
 (g_0 = f_0, g_n = (f_n + sqrt(e_n/d_{n−1}) g_{n−1}) / sqrt(d_n), d_0 = 1, d_n = 1 − e_n/d_{n−1},
 e_n = u_{n−1}² u_{n+1}² / ((u_{n−1}² + u_n²)(u_n² + u_{n+1}²))). Feature order: species pair (a ≤ b),
-then l, then n (NeuralIL's).
+then l, then n (NeuralIL's); coupled: species pair, then l, then (n, n') in row-major order.
 
 P_l(cos θ) = Σ_k p_lk cos^k θ and the moment expansion of cos^k (``pairsum``) make the
 double sum a product of per-atom sums: O(pairs), no triplets. Bessel functions are evaluated in
@@ -74,8 +81,9 @@ def spherical_bessel_orders(order: torch.Tensor, x: torch.Tensor) -> torch.Tenso
 
 
 class SphericalBessel(PairSumDescriptor):
-    def __init__(self, elements, n_max: int = 5, cutoff: float = 5.0):
+    def __init__(self, elements, n_max: int = 5, cutoff: float = 5.0, coupled: bool = False):
         super().__init__()
+        self.coupled = bool(coupled)
         self.elements = list(elements)
         if n_max < 0 or cutoff <= 0:
             raise ValueError(f"spherical Bessel descriptor needs n_max >= 0 and cutoff > 0, got {n_max}, {cutoff}")
@@ -125,9 +133,40 @@ class SphericalBessel(PairSumDescriptor):
                     ent_coef.append((2 * l + 1) / (4 * math.pi) * leg[k] * float(weight[m]))
         self.n_channels = n_ch
         pairs = [(a, b) for a in range(n_el) for b in range(a, n_el)]
-        self.n_features = len(pairs) * n_ch
-        self.n_features_per_element = [self.n_features] * n_el
         f64 = torch.float64
+        if self.coupled:
+            # product terms A[a, e1] A[b, e2] with e1 = (n, l, m), e2 = (n', l, m): the same l and monomial m
+            by_ch_mono = {(ent_ch[e], ent_mono[e]): e for e in range(len(ent_ch))}
+            coef_of = {(chans[ent_ch[e]][1], ent_mono[e]): ent_coef[e] for e in range(len(ent_ch))}
+            blocks_terms = []
+            for symmetric in (True, False):
+                t1, t2, tf, tc = [], [], [], []
+                n_feat = 0
+                for l in range(self.n_max + 1):
+                    chs = [c for c, (_, cl) in enumerate(chans) if cl == l]
+                    monos = sorted(m for (cl, m) in coef_of if cl == l)
+                    for x, c1_ in enumerate(chs):
+                        for c2_ in chs[x if symmetric else 0 :]:
+                            for m in monos:
+                                t1.append(by_ch_mono[(c1_, m)])
+                                t2.append(by_ch_mono[(c2_, m)])
+                                tf.append(n_feat)
+                                tc.append(coef_of[(l, m)])
+                            n_feat += 1
+                to_f = torch.zeros(len(t1), n_feat, dtype=f64)
+                to_f[torch.arange(len(t1)), torch.tensor(tf)] = torch.tensor(tc, dtype=f64)
+                blocks_terms.append((torch.tensor(t1), torch.tensor(t2), to_f))
+            (s1, s2, s_to), (m1, m2, m_to) = blocks_terms
+            self.register_buffer("sym_e1", s1, persistent=False)
+            self.register_buffer("sym_e2", s2, persistent=False)
+            self.register_buffer("sym_to_feature", s_to, persistent=False)
+            self.register_buffer("mix_e1", m1, persistent=False)
+            self.register_buffer("mix_e2", m2, persistent=False)
+            self.register_buffer("mix_to_feature", m_to, persistent=False)
+            self.n_features = sum(s_to.shape[1] if a == b else m_to.shape[1] for a, b in pairs)
+        else:
+            self.n_features = len(pairs) * n_ch
+        self.n_features_per_element = [self.n_features] * n_el
         self.register_buffer("r1", torch.tensor(r1, dtype=f64), persistent=False)
         self.register_buffer("r2", torch.tensor(r2, dtype=f64), persistent=False)
         self.register_buffer("c1", torch.tensor(c1, dtype=f64), persistent=False)
@@ -145,7 +184,7 @@ class SphericalBessel(PairSumDescriptor):
         self.n_entries = len(ent_ch)
 
     def config(self) -> dict:
-        return {"elements": list(self.elements), "n_max": self.n_max, "cutoff": self.cutoff}
+        return {"elements": list(self.elements), "n_max": self.n_max, "cutoff": self.cutoff, "coupled": self.coupled}
 
     def radial(self, r: torch.Tensor, derivative: bool = False):
         """g_nl(r) for every channel, (n, n_channels), zero beyond the cutoff; with ``derivative``
@@ -193,6 +232,14 @@ class SphericalBessel(PairSumDescriptor):
 
     def combine(self, A, species):
         A = A.view(A.shape[0], len(self.elements), self.n_entries)
+        if self.coupled:
+            out = []
+            for a, b in zip(self.pair_a.tolist(), self.pair_b.tolist()):
+                e1, e2, to_f = ((self.sym_e1, self.sym_e2, self.sym_to_feature) if a == b else
+                                (self.mix_e1, self.mix_e2, self.mix_to_feature))
+                prod = A[:, a].index_select(1, e1) * A[:, b].index_select(1, e2)  # (n, terms)
+                out.append(prod @ to_f.to(A.dtype))
+            return torch.cat(out, 1)
         prod = A.index_select(1, self.pair_a) * A.index_select(1, self.pair_b)  # (n, pairs, E)
         return (prod @ self.to_channel.to(A.dtype)).reshape(A.shape[0], -1)
 
