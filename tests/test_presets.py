@@ -44,8 +44,9 @@ def test_mlearn_preset_swaps_its_whole_descriptor():
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         default = compose("train", overrides=["experiment=mlearn", "data.path=x"])
         other = compose("train", overrides=["experiment=mlearn", "data.path=x", "descriptor=n2p2", "descriptor.path=y"])
-    assert default.descriptor.n_max == 8 and default.cutoff == 5.5
+    assert default.descriptor.n_max == 8 and default.descriptor.coupled and default.cutoff == 5.5
     assert other.descriptor._target_.endswith("acsf_from_input_nn") and "n_max" not in other.descriptor
+    assert "coupled" not in other.descriptor
 
 
 def test_default_loss_has_stress_on_builtin_data_only():
