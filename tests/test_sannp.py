@@ -290,3 +290,6 @@ def test_presets_compose(name, elements, n_features):
     assert "sannp_schedule" in cfg.callbacks and cfg.loss.atomic_energies > 0 and cfg.loss.forces > 0
     desc = instantiate(cfg.descriptor)
     assert isinstance(desc, SANNP) and desc.n_features == n_features
+    # full-batch L-BFGS with step 1: no AdamW learning rate in the preset to leak into L-BFGS's step
+    assert cfg.optim.optimizer._target_ == "torch.optim.LBFGS" and cfg.optim.optimizer.lr == 1.0
+    assert cfg.data.batch_size >= 100000
