@@ -98,14 +98,24 @@ def test_bessel_radial_basis_is_orthonormal_and_smooth_at_cutoff():
     assert abs(val.item()) < 1e-4  # value and slope vanish at r_c
 
 
-def test_bessel_equals_direct_double_sum():
-    d = make("bessel").double()
+def bessel_double_sum_inputs(kind):
+    """A Bessel descriptor, its features G of a random Ti-O cell, and what a direct double sum needs:
+    per-pair centre i, vector V, neighbour species z, radial functions and each channel's l."""
+    d = make(kind).double()
     atoms = random_cell(["Ti", "O", "O", "Ti", "O"], a=3.4, seed=2)
     g, vec = pair_data(d, atoms)
     G = d.from_edges(vec, g.species, g.edge_index).numpy()
     i, V, z = g.edge_index[0].numpy(), vec.numpy(), g.species[g.edge_index[1]].numpy()
     radial = d.radial(torch.linalg.norm(vec, dim=-1)).numpy()
-    ls = d.chan_l.numpy()
+    return d, atoms, g, vec, G, i, V, z, radial, d.chan_l.numpy()
+
+
+def cos_angle(u, v):
+    return np.clip(u @ v / np.linalg.norm(u) / np.linalg.norm(v), -1, 1)
+
+
+def test_bessel_equals_direct_double_sum():
+    d, atoms, g, vec, G, i, V, z, radial, ls = bessel_double_sum_inputs("bessel")
     pairs = [(0, 0), (0, 1), (1, 1)]
     ref = np.zeros((len(atoms), len(pairs), d.n_channels))
     for a in range(len(atoms)):
@@ -113,7 +123,7 @@ def test_bessel_equals_direct_double_sum():
         for p, q in itertools.product(ps, ps):
             if z[p] > z[q]:
                 continue
-            c = np.clip(V[p] @ V[q] / np.linalg.norm(V[p]) / np.linalg.norm(V[q]), -1, 1)
+            c = cos_angle(V[p], V[q])
             ref[a, pairs.index((z[p], z[q]))] += radial[p] * radial[q] * (2 * ls + 1) / (4 * np.pi) * eval_legendre(ls, c)
     ref = ref.reshape(len(atoms), -1)
     assert np.abs(ref).max() > 0.1
@@ -123,13 +133,7 @@ def test_bessel_equals_direct_double_sum():
 def test_coupled_bessel_equals_direct_double_sum():
     """SOAP-like coupling of the radial channels of each l: n <= n' for equal species, all (n, n') for
     a < b; the diagonal n = n' is the uncoupled descriptor."""
-    d = make("bessel_coupled").double()
-    atoms = random_cell(["Ti", "O", "O", "Ti", "O"], a=3.4, seed=2)
-    g, vec = pair_data(d, atoms)
-    G = d.from_edges(vec, g.species, g.edge_index).numpy()
-    i, V, z = g.edge_index[0].numpy(), vec.numpy(), g.species[g.edge_index[1]].numpy()
-    radial = d.radial(torch.linalg.norm(vec, dim=-1)).numpy()
-    ls = d.chan_l.numpy()
+    d, atoms, g, vec, G, i, V, z, radial, ls = bessel_double_sum_inputs("bessel_coupled")
     ref = []
     for a in range(len(atoms)):
         ps = np.where(i == a)[0]
@@ -143,7 +147,7 @@ def test_coupled_bessel_equals_direct_double_sum():
                         for p, q in itertools.product(ps, ps):
                             if z[p] != sa or z[q] != sb:
                                 continue
-                            c = np.clip(V[p] @ V[q] / np.linalg.norm(V[p]) / np.linalg.norm(V[q]), -1, 1)
+                            c = cos_angle(V[p], V[q])
                             val += radial[p, c1] * radial[q, c2] * (2 * l + 1) / (4 * np.pi) * eval_legendre(l, c)
                         row.append(val)
         ref.append(row)

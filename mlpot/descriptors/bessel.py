@@ -133,6 +133,7 @@ class SphericalBessel(PairSumDescriptor):
                     ent_coef.append((2 * l + 1) / (4 * math.pi) * leg[k] * float(weight[m]))
         self.n_channels = n_ch
         pairs = [(a, b) for a in range(n_el) for b in range(a, n_el)]
+        self.species_pairs = pairs  # as Python ints: the coupled combine loops over them without a device sync
         f64 = torch.float64
         if self.coupled:
             # product terms A[a, e1] A[b, e2] with e1 = (n, l, m), e2 = (n', l, m): the same l and monomial m
@@ -234,7 +235,7 @@ class SphericalBessel(PairSumDescriptor):
         A = A.view(A.shape[0], len(self.elements), self.n_entries)
         if self.coupled:
             out = []
-            for a, b in zip(self.pair_a.tolist(), self.pair_b.tolist()):
+            for a, b in self.species_pairs:
                 e1, e2, to_f = ((self.sym_e1, self.sym_e2, self.sym_to_feature) if a == b else
                                 (self.mix_e1, self.mix_e2, self.mix_to_feature))
                 prod = A[:, a].index_select(1, e1) * A[:, b].index_select(1, e2)  # (n, terms)
