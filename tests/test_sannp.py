@@ -279,17 +279,24 @@ def test_e0_from_atomic_energies():
     assert _mean_atomic_energies(frames, ["Li", "Si", "Cu"], [0.0, 0.0, 7.0])[2] == 7.0
 
 
-@pytest.mark.parametrize("name, elements, n_features", [("sannp_cu", ["Cu"], 304), ("sannp_lisi", ["Li", "Si"], 488)])
-def test_presets_compose(name, elements, n_features):
+@pytest.mark.parametrize("name, elements, kind, n_features, weight_decay",
+                         [("sannp_cu", ["Cu"], "SphericalBessel", 165, 1e-4), ("sannp_lisi", ["Li", "Si"], "SANNP", 488, 0.0)])
+def test_presets_compose(name, elements, kind, n_features, weight_decay):
     from hydra.utils import instantiate
 
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         cfg = compose("train", overrides=[f"experiment={name}", "data.path=somewhere", "run_dir=x",
                                           f"elements={elements}"])
+        # descriptor=sannp swaps the whole descriptor (no preset key is left over for another class)
+        other = compose("train", overrides=[f"experiment={name}", "data.path=somewhere", "descriptor=sannp"])
+        assert other.descriptor._target_ == "mlpot.descriptors.sannp.SANNP"
+        # optim=adamw swaps the whole optimiser: no L-BFGS module (weight decay) is left over
+        assert compose("train", overrides=[f"experiment={name}", "data.path=x", "optim=adamw"]).optim.get("module") is None
     assert cfg.data.split.kind == "tail" and list(cfg.data.split.fractions) == [0.8, 0.1, 0.1]
     assert "sannp_schedule" in cfg.callbacks and cfg.loss.atomic_energies > 0 and cfg.loss.forces > 0
     desc = instantiate(cfg.descriptor)
-    assert isinstance(desc, SANNP) and desc.n_features == n_features
+    assert type(desc).__name__ == kind and desc.n_features == n_features
     # full-batch L-BFGS with step 1: no AdamW learning rate in the preset to leak into L-BFGS's step
     assert cfg.optim.optimizer._target_ == "torch.optim.LBFGS" and cfg.optim.optimizer.lr == 1.0
+    assert cfg.optim.module.weight_decay == weight_decay
     assert cfg.data.batch_size >= 100000
