@@ -37,9 +37,11 @@ written as soon as its run ends, and ``--resume`` continues from them (the same 
 The runs of README.md / docs/results/learning_curves_{cu,emt}.md (one thread):
 
     python scripts/study_atomic_energy.py --out outputs/study_cu_v2 --steps 80 --seeds 0 1 2 \\
-        --sizes 5 10 20 40 80 --resume -- experiment=sannp_cu data.path=../shared/data/pwmat_cu
+        --sizes 5 10 20 40 80 --resume -- experiment=sannp_cu data.path=../shared/data/pwmat_cu \\
+        descriptor=sannp descriptor.three_body_cutoff=4.5 optim=lbfgs
     python scripts/study_atomic_energy.py --out outputs/study_cu_v2 --steps 80 --seeds 0 \\
-        --sizes 5 10 20 40 80 160 --resume -- experiment=sannp_cu data.path=../shared/data/pwmat_cu
+        --sizes 5 10 20 40 80 160 --resume -- experiment=sannp_cu data.path=../shared/data/pwmat_cu \\
+        descriptor=sannp descriptor.three_body_cutoff=4.5 optim=lbfgs
     python scripts/study_atomic_energy.py --out outputs/study_emt_v2 --steps 200 --seeds 0 1 2 --max-val 20 \\
         --resume -- data.split.kind=tail
 """
