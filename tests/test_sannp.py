@@ -287,9 +287,12 @@ def test_presets_compose(name, elements, kind, n_features, weight_decay):
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         cfg = compose("train", overrides=[f"experiment={name}", "data.path=somewhere", "run_dir=x",
                                           f"elements={elements}"])
-        # descriptor=sannp swaps the whole descriptor (no preset key is left over for another class)
-        other = compose("train", overrides=[f"experiment={name}", "data.path=somewhere", "descriptor=sannp"])
-        assert other.descriptor._target_ == "mlpot.descriptors.sannp.SANNP"
+        # descriptor=<other> swaps the whole descriptor (no preset key is left over for another class)
+        for other, target in (("sannp", "mlpot.descriptors.sannp.SANNP"), ("bessel", "mlpot.descriptors.bessel.SphericalBessel")):
+            swapped = compose("train", overrides=[f"experiment={name}", "data.path=somewhere", f"descriptor={other}",
+                                                  f"elements={elements}"])
+            assert swapped.descriptor._target_ == target
+            instantiate(swapped.descriptor)
         # optim=adamw swaps the whole optimiser: no L-BFGS module (weight decay) is left over
         assert compose("train", overrides=[f"experiment={name}", "data.path=x", "optim=adamw"]).optim.get("module") is None
     assert cfg.data.split.kind == "tail" and list(cfg.data.split.fractions) == [0.8, 0.1, 0.1]
