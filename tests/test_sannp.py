@@ -293,6 +293,9 @@ def test_presets_compose(name, elements, kind, n_features, weight_decay):
                                                   f"elements={elements}"])
             assert swapped.descriptor._target_ == target
             instantiate(swapped.descriptor)
+        # callbacks=default drops the staged schedule (energy + forces from the start)
+        plain = compose("train", overrides=[f"experiment={name}", "data.path=x", "callbacks=default"])
+        assert "sannp_schedule" not in plain.callbacks
         # optim=adamw swaps the whole optimiser: no L-BFGS module (weight decay) is left over
         assert compose("train", overrides=[f"experiment={name}", "data.path=x", "optim=adamw"]).optim.get("module") is None
     assert cfg.data.split.kind == "tail" and list(cfg.data.split.fractions) == [0.8, 0.1, 0.1]
