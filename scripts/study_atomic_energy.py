@@ -16,8 +16,9 @@ The budget is ``--steps`` optimiser steps whatever n is, so that small training 
 long as large ones. With ``--optim lbfgs`` (the default) training is full batch (one batch of all n
 frames) and a step is one L-BFGS iteration: an epoch is one ``torch.optim.LBFGS.step`` of ``max_iter``
 (20) iterations, so ``--steps 400`` is 20 epochs, and the stage switch clears L-BFGS's history.
-``--optim lbfgs`` also sets the L-BFGS initial step (``optim.optimizer.lr``) to 1, because the PWmat presets
-set an AdamW learning rate (0.003) that would otherwise become L-BFGS's step size. With ``--optim config``
+When the composed config's optimiser is already L-BFGS (the PWmat presets: ``optim=lbfgs_l2`` for Cu, with
+its weight decay) ``--optim lbfgs`` uses it as it is; otherwise it adds ``optim=lbfgs optim.optimizer.lr=1``
+(initial step 1). With ``--optim config``
 the optimiser of the composed config is used as it is (AdamW by default) on mini-batches of
 ``data.batch_size``; an epoch is then ``--steps-per-epoch`` batches drawn from the training set (with
 repeats when n is small), whatever n is.
@@ -59,8 +60,9 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 from hydra import compose, initialize_config_dir
+from hydra.errors import ConfigCompositionException
 from hydra.utils import instantiate
-from omegaconf import open_dict
+from omegaconf import DictConfig, open_dict
 
 from mlpot.data.frames import get_label
 from mlpot.descriptors.scaling import FeatureScaler
@@ -167,6 +169,24 @@ def thin(frames: list, limit: int | None) -> list[int]:
     return sorted({int(round(x)) for x in np.linspace(0, len(frames) - 1, limit)})
 
 
+def compose_config(overrides: list[str], optim: str, out) -> DictConfig:
+    """The training config of the study: ``loss=sannp`` and the overrides; with ``optim == "lbfgs"`` the
+    config's own optimiser when it is L-BFGS (a preset's ``optim=lbfgs_l2`` keeps its weight decay), else
+    ``optim=lbfgs optim.optimizer.lr=1`` (also when the overrides set L-BFGS keys such as ``max_iter``,
+    which do not compose over the default AdamW)."""
+    pre = ["loss=sannp", f"run_dir={out}"]
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        if optim == "lbfgs":
+            try:
+                cfg = compose("train", overrides=[*pre, *overrides])
+                if cfg.optim.optimizer._target_ == "torch.optim.LBFGS":
+                    return cfg
+            except ConfigCompositionException:
+                pass
+            pre += ["optim=lbfgs", "optim.optimizer.lr=1.0"]
+        return compose("train", overrides=[*pre, *overrides])
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", required=True, type=Path)
@@ -176,7 +196,8 @@ def main(argv=None):
     ap.add_argument("--stage1-share", type=float, default=0.5,
                     help="share of the epochs that mode (b) spends on E_i alone")
     ap.add_argument("--optim", choices=("lbfgs", "config"), default="lbfgs",
-                    help="lbfgs: full-batch L-BFGS (adds optim=lbfgs optim.optimizer.lr=1); "
+                    help="lbfgs: full-batch L-BFGS (the config's when it is L-BFGS, else optim=lbfgs "
+                         "optim.optimizer.lr=1); "
                          "config: the config's optimiser")
     ap.add_argument("--steps-per-epoch", type=int, default=20, help="mini-batches per epoch with --optim config")
     ap.add_argument("--max-val", type=int, default=None, help="at most this many validation frames (evenly spaced)")
@@ -191,11 +212,7 @@ def main(argv=None):
     if not 0 < args.stage1_share < 1:
         ap.error("--stage1-share must be in (0, 1)")
     args.out.mkdir(parents=True, exist_ok=True)
-    pre = ["loss=sannp", f"run_dir={args.out}"]
-    if args.optim == "lbfgs":
-        pre += ["optim=lbfgs", "optim.optimizer.lr=1.0"]
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        cfg = compose("train", overrides=[*pre, *args.overrides])
+    cfg = compose_config(args.overrides, args.optim, args.out)
     dtype = DTYPES[cfg.dtype]
     dm = instantiate(cfg.data)
     dm.load()

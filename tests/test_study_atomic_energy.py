@@ -37,6 +37,18 @@ def test_budget_does_not_depend_on_the_training_set_size(study):
     assert len(idx) == len(sampler) == 10 and sorted(idx[:3]) == [0, 1, 2] and set(idx) == {0, 1, 2}
 
 
+def test_lbfgs_keeps_a_presets_own_lbfgs(study, tmp_path):
+    """--optim lbfgs: a config whose optimiser is L-BFGS is used as it is (the Cu preset's weight decay stays);
+    otherwise optim=lbfgs with step 1 is added, also under L-BFGS-only overrides; --optim config keeps AdamW."""
+    cu = study.compose_config(["experiment=sannp_cu", "data.path=x"], "lbfgs", tmp_path)
+    assert cu.optim.optimizer._target_ == "torch.optim.LBFGS" and cu.optim.module.weight_decay == 1e-4
+    assert cu.loss.atomic_energies > 0
+    plain = study.compose_config(["optim.optimizer.max_iter=2"], "lbfgs", tmp_path)
+    assert plain.optim.optimizer._target_ == "torch.optim.LBFGS" and plain.optim.optimizer.lr == 1.0
+    assert plain.optim.optimizer.max_iter == 2 and plain.optim.module.weight_decay == 0.0
+    assert study.compose_config([], "config", tmp_path).optim.optimizer._target_ == "torch.optim.AdamW"
+
+
 @pytest.mark.parametrize("optim", ["lbfgs", "config"])
 def test_short_study_table_plot_resume(study, tiny_data, tmp_path, optim):
     out = tmp_path / "study"
