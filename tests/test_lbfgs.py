@@ -95,8 +95,9 @@ def test_weight_decay_shrinks_the_weights(tiny_data, tmp_path):
         assert module.weight_decay == wd
         hist = json.loads((tmp_path / str(wd) / "history.json").read_text())
         row = [r for r in hist if "train/loss" in r][-1]
-        assert row["train/loss"] == pytest.approx(row["train/energy_per_atom_rmse"] ** 2 * 10.0
-                                                  + row["train/forces_rmse"] ** 2, rel=1e-9)
+        w = module.weights
+        assert row["train/loss"] == pytest.approx(w.energy * row["train/energy_per_atom_rmse"] ** 2
+                                                  + w.forces * row["train/forces_rmse"] ** 2, rel=1e-9)
     assert norms[0.1] < 0.8 * norms[0.0], norms
     with pytest.raises(ValueError, match="weight_decay"):
         build(config(tmp_path / "neg", tiny_data, "optim.module.weight_decay=-1"))
