@@ -35,6 +35,7 @@ import torch
 from mlpot.descriptors.acsf import ACSF
 from mlpot.descriptors.bessel import SphericalBessel
 from mlpot.descriptors.chebyshev import Chebyshev
+from mlpot.descriptors.concat import Concat
 from mlpot.descriptors.gaussian_legendre import GaussianLegendre
 from mlpot.descriptors.sannp import SANNP
 from mlpot.descriptors.scaling import FeatureScaler
@@ -94,6 +95,7 @@ register_descriptor("Chebyshev", Chebyshev)
 register_descriptor("SphericalBessel", SphericalBessel)
 register_descriptor("GaussianLegendre", GaussianLegendre)
 register_descriptor("SANNP", SANNP)
+register_descriptor("Concat", Concat)
 register_head("HDNNP", HDNNP)
 register_head("PINN", PINN)  # an mlpot without it: ModelFormatError "unknown head class 'PINN'"
 register_scaler("FeatureScaler", FeatureScaler)
