@@ -44,9 +44,12 @@ def test_mlearn_preset_swaps_its_whole_descriptor():
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         default = compose("train", overrides=["experiment=mlearn", "data.path=x"])
         other = compose("train", overrides=["experiment=mlearn", "data.path=x", "descriptor=n2p2", "descriptor.path=y"])
-    assert default.descriptor.n_max == 8 and default.descriptor.coupled and default.cutoff == 5.5
-    assert other.descriptor._target_.endswith("acsf_from_input_nn") and "n_max" not in other.descriptor
-    assert "coupled" not in other.descriptor
+        bessel_only = compose("train", overrides=["experiment=mlearn", "data.path=x", "descriptor=bessel_coupled"])
+    bessel, acsf = default.descriptor.parts
+    assert bessel.n_max == 8 and bessel.coupled and default.cutoff == 5.5
+    assert len(acsf.radial[0].eta) * len(acsf.radial[0].rs) == 15 and not acsf.angular
+    assert other.descriptor._target_.endswith("acsf_from_input_nn") and "parts" not in other.descriptor
+    assert bessel_only.descriptor.n_max == 8 and "parts" not in bessel_only.descriptor  # the previous preset's
 
 
 def test_default_loss_has_stress_on_builtin_data_only():
