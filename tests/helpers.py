@@ -59,6 +59,29 @@ def rotated_and_moved(atoms, angles=(0.4, -0.9, 1.7), shift=(1.3, -0.7, 2.2), se
     return rot, R, moved, perm
 
 
+def check_invariances(pot, atoms, tol=1e-10):
+    """Energy and forces of ``pot`` unchanged (forces rotated/permuted with the atoms) under rotation,
+    permutation and translation (``rotated_and_moved``)."""
+    ref = pot.predict(atoms)
+    rot, R, moved, perm = rotated_and_moved(atoms)
+    for other, F in ((rot, ref["forces"].numpy() @ R.T), (moved, ref["forces"].numpy()[perm])):
+        out = pot.predict(other)
+        assert abs(out["energy"].item() - ref["energy"].item()) < tol
+        np.testing.assert_allclose(out["forces"].numpy(), F, atol=tol)
+
+
+def check_pair_jacobian(d, g, vec, step=1):
+    """``d.jacobian`` gives ``d.from_edges``'s G, and J[:, f] is the autograd derivative of Σ_i G[i, f]
+    with respect to the pair vectors (every ``step``-th feature f)."""
+    G, J = d.jacobian(vec, g.species, g.edge_index)
+    vv = vec.clone().requires_grad_(True)
+    Gv = d.from_edges(vv, g.species, g.edge_index)
+    assert torch.allclose(G, Gv.detach(), atol=1e-13)
+    for f in range(0, d.n_features, step):
+        (grad,) = torch.autograd.grad(Gv[:, f].sum(), vv, retain_graph=True)
+        assert torch.allclose(grad, J[:, f], atol=1e-12 * (1 + grad.abs().max()))
+
+
 def cached_and_forward(pot, frames):
     """Energy, forces and stress of ``frames`` by the training path (cached descriptors and pair Jacobians,
     float64) and by ``Potential.forward``: (cached, forward) prediction dicts."""

@@ -14,7 +14,7 @@ from mlpot.descriptors.bessel import SphericalBessel, spherical_bessel, spherica
 from mlpot.descriptors.chebyshev import Chebyshev, typespin
 from mlpot.descriptors.geometry import edge_vectors
 from mlpot.models import HDNNP, Potential
-from tests.helpers import random_cell, rotated_and_moved
+from tests.helpers import check_invariances, check_pair_jacobian, random_cell
 from tests.test_derivatives import check_forces_and_stress
 
 ELEMENTS = ["Ti", "O"]
@@ -167,14 +167,7 @@ def test_coupled_bessel_equals_direct_double_sum():
 def test_pair_jacobian_equals_autograd(kind):
     d = make(kind).double()
     atoms = random_cell(["Ti", "O", "O", "Ti", "O", "O"], a=3.5, seed=3)
-    g, vec = pair_data(d, atoms)
-    G, J = d.jacobian(vec, g.species, g.edge_index)
-    vv = vec.clone().requires_grad_(True)
-    Gv = d.from_edges(vv, g.species, g.edge_index)
-    assert torch.allclose(G, Gv.detach(), atol=1e-13)
-    for f in range(0, d.n_features, 5):
-        (grad,) = torch.autograd.grad(Gv[:, f].sum(), vv, retain_graph=True)
-        assert torch.allclose(grad, J[:, f], atol=1e-12 * (1 + grad.abs().max()))
+    check_pair_jacobian(d, *pair_data(d, atoms), step=5)
 
 
 @pytest.mark.parametrize("kind", ["chebyshev", "bessel", "bessel_coupled"])
@@ -184,14 +177,7 @@ def test_finite_differences(kind):
 
 @pytest.mark.parametrize("kind", ["chebyshev", "bessel", "bessel_coupled"])
 def test_invariances(kind):
-    pot = potential(kind, seed=6)
-    atoms = random_cell(["Ti", "O", "O", "Ti", "O", "O"], a=3.8, seed=7)
-    ref = pot.predict(atoms)
-    rot, R, moved, perm = rotated_and_moved(atoms)
-    for other, F in ((rot, ref["forces"].numpy() @ R.T), (moved, ref["forces"].numpy()[perm])):
-        out = pot.predict(other)
-        assert abs(out["energy"].item() - ref["energy"].item()) < 1e-10
-        np.testing.assert_allclose(out["forces"].numpy(), F, atol=1e-10)
+    check_invariances(potential(kind, seed=6), random_cell(["Ti", "O", "O", "Ti", "O", "O"], a=3.8, seed=7))
 
 
 @pytest.mark.parametrize("kind", ["chebyshev", "bessel", "bessel_coupled"])

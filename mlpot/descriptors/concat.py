@@ -47,26 +47,14 @@ class Concat(nn.Module):
     def _build(part):
         if isinstance(part, nn.Module):
             return part
-        if isinstance(part, dict) and "class" in part:  # as saved by config()
-            from mlpot.export import DESCRIPTORS
+        from mlpot.export import DESCRIPTORS, _build  # the registry and builder of saved models
 
-            cls = DESCRIPTORS.get(part["class"])
-            if cls is None:
-                raise ValueError(f"unknown descriptor class '{part['class']}' in a Concat part")
-            config = part.get("config", {})
-            return cls.from_config(config) if hasattr(cls, "from_config") else cls(**config)
-        raise TypeError(f"a Concat part must be a descriptor module or a {{class, config}} dict, got {type(part).__name__}")
+        return _build(DESCRIPTORS, "descriptor", part, "a Concat part")
 
     def config(self) -> dict:
-        from mlpot.export import DESCRIPTORS
+        from mlpot.export import DESCRIPTORS, _class_name
 
-        out = []
-        for p in self.parts:
-            name = next((n for n, cls in DESCRIPTORS.items() if type(p) is cls), None)
-            if name is None:
-                raise TypeError(f"cannot save a Concat part of type {type(p).__qualname__}: register it first")
-            out.append({"class": name, "config": p.config()})
-        return {"parts": out}
+        return {"parts": [{"class": _class_name(DESCRIPTORS, "descriptor", p), "config": p.config()} for p in self.parts]}
 
     def feature_names(self, element: str) -> list[str]:
         return [f"{k}:{name}" for k, p in enumerate(self.parts) for name in p.feature_names(element)]

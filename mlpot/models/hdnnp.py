@@ -52,5 +52,5 @@ class HDNNP(nn.Module):
         nn_out = self.nets(x, species).squeeze(-1)
         if self.linear is not None:
             w = (self.linear * self.linear_mask.to(self.linear.dtype)).index_select(0, species)
-            nn_out = nn_out + (w[:, : x.shape[1]] * x).sum(-1)
+            nn_out = nn_out + (w * x).sum(-1)
         return nn_out * self.energy_scale.to(x.dtype)[species] + self.e0.to(x.dtype)[species]
