@@ -27,8 +27,12 @@ class DataError(MLPotError, ValueError):
     """Bad input data (structures or labels)."""
 
     def __init__(self, message: str, source: str | None = None, frame: int | None = None):
-        self.source, self.frame = source, frame
+        self.source, self.frame, self.detail = source, frame, message
         super().__init__(where(source, frame) + message)
+
+    def located(self, source: str | None, frame: int | None) -> "DataError":
+        """The same error naming another location (e.g. a source file and frame for a store index)."""
+        return type(self)(self.detail, source, frame)
 
 
 class DataPathError(DataError, FileNotFoundError):

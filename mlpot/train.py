@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from mlpot.models.potential import Potential
 from mlpot.training.module import PotentialModule
 
 CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
+log = logging.getLogger("mlpot.train")
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
@@ -45,12 +47,24 @@ def _run_dir(cfg) -> Path:
     return Path(HydraConfig.get().runtime.output_dir)
 
 
+def _accelerator(cfg) -> str:
+    acc = str(cfg.trainer.get("accelerator", "cpu"))
+    if acc == "auto":
+        return "gpu" if torch.cuda.is_available() else "cpu"
+    return acc
+
+
 def build(cfg: DictConfig):
     """Data module, potential (with training statistics) and LightningModule from a composed config."""
+    from mlpot.data.datamodule import choose_force_path
+    from mlpot.ops import set_scatter_backend
+
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     if cfg.dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {list(DTYPES)}, got {cfg.dtype!r}")
     dtype = DTYPES[cfg.dtype]
+    training = cfg.get("training") or {}
+    set_scatter_backend(training.get("scatter", "native"))
     dm = instantiate(cfg.data)
     dm.load()
     weights = instantiate(cfg.loss)
@@ -58,42 +72,31 @@ def build(cfg: DictConfig):
     with open_dict(cfg):
         cfg.elements = list(dm.elements)
     descriptor = instantiate(cfg.descriptor)
-    dm.build_cache(descriptor, descriptor.cutoff, dtype)
+    kind, why = choose_force_path(dm, descriptor, dtype, training.get("forces", "auto"), _accelerator(cfg),
+                                  training.get("jacobian_budget_gb"))
+    log.info("forces and stress: %s path (%s)", kind, why)
+    dm.prepare(descriptor, dtype, kind)
     with open_dict(cfg):  # training-split statistics, computed once, injected into the config
         if cfg.model.get("e0") is None:
             cfg.model.e0 = dm.reference_energies()
             if weights.atomic_energies > 0:  # per-atom labels (SANNP): E0 = each element's mean training E_i
-                cfg.model.e0 = _mean_atomic_energies(dm.frames["train"], dm.elements, cfg.model.e0)
+                cfg.model.e0 = dm.mean_atomic_energies(cfg.model.e0)
     head = instantiate(cfg.model, n_features_per_element=descriptor.n_features_per_element)
     scaler = FeatureScaler(len(dm.elements), descriptor.n_features, **cfg.scaling)
-    scaler.fit(*dm.train_descriptors())
+    scaler.set_stats(*dm.scaling_statistics(descriptor, dtype).result())
     potential = Potential(dm.elements, descriptor, head, scaler, metadata={"units": {"energy": "eV", "length": "Å"}})
     potential = potential.to(dtype)
     if getattr(head, "needs_geometry", False) and hasattr(head, "u0"):  # PINN stage 1: fit p0 before the networks
         from mlpot.training.baseline import fit_baseline
 
-        fit_baseline(potential, dm.records["train"], weights, seed=cfg.seed, **head.baseline)
+        fit_baseline(potential, lambda shuffle, bs: dm.loader("train", shuffle, bs, rank=0, world=1), weights,
+                     seed=cfg.seed, **head.baseline)
     module_factory = instantiate(cfg.optim.module) if cfg.optim.get("module") else PotentialModule  # e.g. EKFModule
     module = module_factory(potential, weights, optimizer=instantiate(cfg.optim.optimizer),
                              scheduler=instantiate(cfg.optim.scheduler) if cfg.optim.get("scheduler") else None,
                              monitor=cfg.optim.monitor)
+    dm.full_split = bool(getattr(module, "full_split", False))
     return dm, potential, module
-
-
-def _mean_atomic_energies(frames, elements, fallback) -> list[float]:
-    """Per-element mean of the E_i labels (the least-squares E0 is degenerate for a fixed composition)."""
-    import numpy as np
-
-    from mlpot.data.frames import get_label
-
-    sums, counts = np.zeros(len(elements)), np.zeros(len(elements))
-    for atoms in frames:
-        e_i = get_label(atoms, "atomic_energies")
-        if e_i is not None:
-            idx = np.array([elements.index(s) for s in atoms.get_chemical_symbols()])
-            np.add.at(sums, idx, e_i)
-            np.add.at(counts, idx, 1)
-    return [float(s / c) if c else float(f) for s, c, f in zip(sums, counts, fallback)]
 
 
 def run(cfg: DictConfig) -> dict:
@@ -130,7 +133,7 @@ def _write_artefacts(cfg, run_dir: Path, dm, module, metrics: dict) -> None:
     potential = module.potential.eval()
     write_metrics(run_dir / "metrics.json", {k: v for k, v in metrics.items() if not k.endswith("_count")})
     (run_dir / "history.json").write_text(json.dumps(module.history, indent=1))
-    plot_parity(parity_data(potential, dm.records["test"]), run_dir)
+    plot_parity(parity_data(potential, dm.loader("test", rank=0, world=1)), run_dir)
     plot_learning_curves(module.history, run_dir)
     if cfg.get("export", True):
         save(potential, run_dir / "model.pt", extra={"config": OmegaConf.to_container(cfg, resolve=True),

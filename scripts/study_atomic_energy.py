@@ -68,7 +68,7 @@ from mlpot.data.frames import get_label
 from mlpot.descriptors.scaling import FeatureScaler
 from mlpot.models.potential import Potential
 from mlpot.train import CONF_DIR, DTYPES
-from mlpot.training.cache import collate
+from mlpot.data.jacobians import collate, jacobian_records, probe_layout
 from mlpot.training.losses import LossWeights
 from mlpot.training.module import PotentialModule
 from mlpot.training.schedule import StagedSchedule
@@ -220,27 +220,29 @@ def main(argv=None):
     elements = list(dm.elements)
     with open_dict(cfg):
         cfg.elements = elements
-    n_train = len(dm.frames["train"])
+    n_train = len(dm.splits["train"])
     sizes = [n for n in args.sizes if n <= n_train]
     for n in sorted(set(args.sizes) - set(sizes)):
         print(f"skip n={n}: only {n_train} training frames")
     orders = {s: np.random.default_rng(s).permutation(n_train)[: max(sizes)].tolist() for s in args.seeds}
     used = sorted({i for order in orders.values() for i in order})  # only these training frames are cached
     remap = {i: k for k, i in enumerate(used)}
-    train_frames = [dm.frames["train"][i] for i in used]
-    dm.frames = {"train": train_frames,
-                 "val": [dm.frames["val"][i] for i in thin(dm.frames["val"], args.max_val)],
-                 "test": [dm.frames["test"][i] for i in thin(dm.frames["test"], args.max_test)]}
-    dm.records = {}
+    store = dm.open_store()
+    train_frames = [store.atoms(int(dm.splits["train"][i])) for i in used]
+    frames = {"train": train_frames}
+    for split, limit in (("val", args.max_val), ("test", args.max_test)):
+        idx = dm.splits[split]
+        frames[split] = [store.atoms(int(idx[k])) for k in thin(list(idx), limit)]
     descriptor = instantiate(cfg.descriptor)
     t0 = time.perf_counter()
-    dm.build_cache(descriptor, descriptor.cutoff, dtype)
+    layout = probe_layout(descriptor)  # the records of a study this size fit in memory
+    records = {k: jacobian_records(descriptor, v, elements, descriptor.cutoff, dtype, layout) for k, v in frames.items()}
     print(f"cache: {time.perf_counter() - t0:.0f} s; training split {n_train} frames, {len(used)} used; "
-          f"val/test frames {len(dm.frames['val'])}/{len(dm.frames['test'])}; load average {os.getloadavg()}",
+          f"val/test frames {len(frames['val'])}/{len(frames['test'])}; load average {os.getloadavg()}",
           flush=True)
     meta = {"steps": args.steps, "stage1_share": args.stage1_share, "optim": args.optim, "seeds": args.seeds,
-            "overrides": args.overrides, "n_train_split": n_train, "n_val": len(dm.frames["val"]),
-            "n_test": len(dm.frames["test"])}
+            "overrides": args.overrides, "n_train_split": n_train, "n_val": len(frames["val"]),
+            "n_test": len(frames["test"])}
     rows = []
     path = args.out / "learning_curves.json"
     if args.resume and path.exists():
@@ -256,7 +258,7 @@ def main(argv=None):
             for mode in MODES:
                 if (seed, n, mode) in done:
                     continue
-                rows.append(train_one(cfg.copy(), dm.records, train_frames, idx, mode, seed, args, dtype, descriptor,
+                rows.append(train_one(cfg.copy(), records, train_frames, idx, mode, seed, args, dtype, descriptor,
                                       elements))
                 print(json.dumps(rows[-1]), flush=True)
                 path.write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))

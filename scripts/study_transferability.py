@@ -48,7 +48,7 @@ sys.path.insert(0, str(ROOT))
 from mlpot.data.datamodule import AtomsDataModule  # noqa: E402
 from mlpot.data.frames import get_label  # noqa: E402
 from mlpot.data.graph import atoms_to_graph  # noqa: E402
-from mlpot.data.splits import split_frames  # noqa: E402
+from mlpot.data.splits import split_table  # noqa: E402
 from mlpot.export import load  # noqa: E402
 from mlpot.train import CONF_DIR, run  # noqa: E402
 
@@ -63,28 +63,36 @@ SYSTEMS = {
 class HeldOutData(AtomsDataModule):
     """Frames of whole groups (config_type, else the file name) held out; the rest split at random.
 
-    ``frames`` gets a fourth entry ``heldout`` (cached like the others)."""
+    The splits get a fourth entry ``heldout``."""
 
     def __init__(self, held_out=(), files=None, **kw):
         kw.pop("train_file", None), kw.pop("test_file", None)
         super().__init__(**kw)
         self.held_out, self.files = list(held_out), files
 
-    def load(self):
-        if self.frames:
-            return self.frames
+    def source_files(self):
         files = [self.path / f for f in self.files] if self.files else sorted(self.path.glob(self.pattern))
-        frames = self._read(files)
-        for f in frames:
-            f.info.setdefault("config_type", Path(str(f.info.get("mlpot_source"))).stem)
-        out = [any(fnmatch.fnmatch(str(f.info["config_type"]), p) for p in self.held_out) for f in frames]
-        rest = [f for f, o in zip(frames, out) if not o]
-        split = split_frames(rest, source=str(self.path), kind="random", fractions=[0.8, 0.1, 0.1],
-                             seed=self.split.get("seed", 0))
-        self.frames = {k: [rest[i] for i in split[k]] for k in ("train", "val", "test")}
-        self.frames["heldout"] = [f for f, o in zip(frames, out) if o]
-        self.elements = self.elements or sorted({s for f in frames for s in f.get_chemical_symbols()})
-        return self.frames
+        return files, str(self.path)
+
+    def make_splits(self, store):
+        meta = store.meta()
+        types = [store.config_types[c] if c >= 0 else Path(store.sources[s]["path"]).stem
+                 for c, s in zip(meta["config_type"].tolist(), meta["source"].tolist())]
+        out = [any(fnmatch.fnmatch(str(t), p) for p in self.held_out) for t in types]
+        rest = [k for k, o in enumerate(out) if not o]
+        split = split_table(len(rest), kind="random", fractions=[0.8, 0.1, 0.1], seed=self.split.get("seed", 0),
+                            source=str(self.path))
+        splits = {k: [rest[i] for i in split[k]] for k in ("train", "val", "test")}
+        splits["heldout"] = [k for k, o in enumerate(out) if o]
+        return splits
+
+    def frames(self) -> dict:
+        """Each split's frames as ase.Atoms, with the file name as config_type where a frame has none."""
+        out = {k: self.atoms(k) for k in self.load()}
+        for frames in out.values():
+            for f in frames:
+                f.info.setdefault("config_type", Path(str(f.info.get("mlpot_source"))).stem)
+        return out
 
 
 OPTIM = {"preset": [], "lbfgs": ["optim=lbfgs", "data.batch_size=100000"]}
@@ -202,7 +210,7 @@ def run_seed(args, seed: int) -> dict:
             pot = load(out / system / model / "model.pt")
             dm = HeldOutData(**{k: v for k, v in OmegaConf.to_container(cfg.data, resolve=True).items()
                                 if k != "_target_"})
-            frames = dm.load()
+            frames = dm.frames()
             groups = sorted({str(f.info["config_type"]) for f in frames["heldout"]})
             res[model] = {"in_distribution": rmse(pot, frames["test"]), "held_out": rmse(pot, frames["heldout"]),
                           "held_out_groups": {g: rmse(pot, [f for f in frames["heldout"] if f.info["config_type"] == g])

@@ -83,16 +83,16 @@ def check_pair_jacobian(d, g, vec, step=1):
 
 
 def cached_and_forward(pot, frames):
-    """Energy, forces and stress of ``frames`` by the training path (cached descriptors and pair Jacobians,
-    float64) and by ``Potential.forward``: (cached, forward) prediction dicts."""
+    """Energy, forces and stress of ``frames`` by the cached-Jacobian path (stored descriptors and blocked pair
+    Jacobians, float64) and by ``Potential.forward``: (cached, forward) prediction dicts."""
     from mlpot.data import atoms_to_graph
     from mlpot.data.frames import set_label
-    from mlpot.training.cache import collate, precompute, predict_cached
+    from mlpot.data.jacobians import collate, jacobian_records
 
     for f in frames:
         set_label(f, "energy", 0.0)
-    batch = collate(precompute(pot.descriptor, frames, pot.elements, pot.cutoff, dtype=torch.float64))
-    got = predict_cached(pot, batch, forces=True, stress=True)
+    batch = collate(jacobian_records(pot.descriptor, frames, pot.elements, pot.cutoff, dtype=torch.float64))
+    got = pot.forward_cached(batch, forces=True, stress=True, with_delta=True)
     ref = pot(atoms_to_graph(frames, pot.elements, pot.cutoff), forces=True, stress=True)
     return got, ref
 
@@ -105,6 +105,7 @@ def train_config(run_dir, data_path, *overrides):
 
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         return compose("train", overrides=[
-            f"run_dir={run_dir}", f"data.path={data_path}", "data.batch_size=4", "trainer.max_epochs=3",
+            f"run_dir={run_dir}", f"data.path={data_path}", f"data.cache_dir={run_dir}_cache", "data.batch_size=4",
+            "trainer.max_epochs=3",
             "trainer.enable_progress_bar=false", "descriptor.cutoff=4.0", "descriptor.angular.rc=3.5",
             "model.hidden=[8,8]", *overrides])

@@ -1,58 +1,62 @@
-"""The cached-Jacobian training path equals the autograd path of Potential.forward."""
+"""The cached-Jacobian path (stored descriptors and element-blocked pair Jacobians) equals the autograd path
+of Potential.forward, in any chunking, and the element blocks drop nothing."""
 
 import pytest
 import torch
 
 from mlpot.data import atoms_to_graph
-from mlpot.training.cache import collate, precompute, predict_cached
+from mlpot.data.jacobians import BlockLayout, LayoutError, collate, flatten_blocks, jacobian_records, probe_layout
 from tests.helpers import random_cell, random_potential
 
 
-@pytest.mark.parametrize("cutoff", ["cos", "poly2", "tanh"])
-def test_cached_equals_autograd(cutoff):
-    pot = random_potential(["Cu", "S"], types=(2, 3, 9), cutoff=4.0, cutoff_function=cutoff, alpha=0.1, seed=2)
+def _frames():
     frames = [random_cell(["Cu", "S", "Cu", "S", "S"], a=3.6, seed=s) for s in range(3)]
     frames.append(random_cell(["Cu", "Cu"], a=2.9, seed=7))
-    records = precompute(pot.descriptor, frames, pot.elements, pot.cutoff, dtype=torch.float64, chunk=3)
-    batch = collate(records)
-    cached = predict_cached(pot, batch, forces=True, stress=True)
+    return frames
+
+
+@pytest.mark.parametrize("cutoff", ["cos", "poly2", "tanh"])
+@pytest.mark.parametrize("chunk_bytes", [1 << 28, 3000])  # one chunk per group; a few centre atoms per chunk
+def test_cached_equals_autograd(cutoff, chunk_bytes):
+    pot = random_potential(["Cu", "S"], types=(2, 3, 9), cutoff=4.0, cutoff_function=cutoff, alpha=0.1, seed=2)
+    frames = _frames()
+    records = jacobian_records(pot.descriptor, frames, pot.elements, pot.cutoff, dtype=torch.float64,
+                               chunk_bytes=chunk_bytes)
+    cached = pot.forward_cached(collate(records), forces=True, stress=True)
     ref = pot(atoms_to_graph(frames, pot.elements, pot.cutoff), forces=True, stress=True)
     for key in ("energy", "atomic_energies", "forces", "stress"):
         torch.testing.assert_close(cached[key].detach(), ref[key].detach(), rtol=0, atol=1e-10)
     # subsets batch the same way
-    sub = predict_cached(pot, collate([records[3], records[1]]), forces=True)
+    sub = pot.forward_cached(collate([records[3], records[1]]), forces=True)
     torch.testing.assert_close(sub["energy"].detach(), ref["energy"].detach()[[3, 1]], rtol=0, atol=1e-10)
 
 
-def test_stored_cache_reuses_records_and_tells_frames_apart(tmp_path, monkeypatch):
-    """``precompute_stored`` returns the records ``precompute`` gives, computes each frame once across
-    calls (a sweep's runs), keeps frames with other positions or labels apart, and ignores a damaged store."""
-    import mlpot.training.cache as cache
-    from mlpot.data.frames import set_label
-
+def test_blocks_keep_only_the_columns_a_pair_touches():
+    """Two elements, radial and angular functions: a Cu-S pair touches the S radial functions and the
+    angular ones of the (Cu, S) and (S, S) pairs, not the Cu radial ones or (Cu, Cu) angular ones; the stored
+    values are a strict subset, and a value outside a block is caught."""
     pot = random_potential(["Cu", "S"], types=(2, 9), cutoff=4.0, seed=2)
-    frames = [random_cell(["Cu", "S", "Cu", "S"], a=3.6, seed=s) for s in range(3)]
-    for k, f in enumerate(frames):
-        set_label(f, "energy", float(k))
-    args = (pot.elements, pot.cutoff, torch.float64, tmp_path)
-    first = cache.precompute_stored(pot.descriptor, frames, *args)
-    plain = precompute(pot.descriptor, frames, pot.elements, pot.cutoff, dtype=torch.float64)
-    for a, b in zip(first, plain):
-        for key in ("G", "J", "energy"):
-            torch.testing.assert_close(a[key], b[key], rtol=0, atol=0)
-    computed = []
-    real = cache.precompute
-    monkeypatch.setattr(cache, "precompute", lambda d, fr, *a, **k: computed.append(len(fr)) or real(d, fr, *a, **k))
-    moved = frames[1].copy()
-    moved.positions[0, 0] += 0.01
-    relabelled = frames[2].copy()
-    set_label(relabelled, "energy", 9.0)
-    again = cache.precompute_stored(pot.descriptor, [frames[2], moved, frames[0], relabelled], *args)
-    assert computed == [2]  # only the moved and the relabelled frame
-    torch.testing.assert_close(again[0]["G"], plain[2]["G"], rtol=0, atol=0)
-    assert again[3]["energy"].item() == 9.0 and not torch.equal(again[1]["G"], plain[1]["G"])
-    (store,) = tmp_path.glob("*.pt")
-    store.write_bytes(b"not a torch file")
-    with pytest.warns(UserWarning, match="unreadable descriptor cache"):
-        cache.precompute_stored(pot.descriptor, frames[:1], *args)
-    assert computed == [2, 1]
+    d = pot.descriptor
+    layout = probe_layout(d)
+    names = d.feature_names("Cu")
+    cu_s = [names[c] for c in layout.columns[0 * 2 + 1]]  # centre Cu, neighbour S
+    assert cu_s and all("[S]" in n or "Cu-S" in n or "S-S" in n for n in cu_s), cu_s
+    assert all(n in cu_s for n in names if "[S]" in n or "Cu-S" in n or "S-S" in n)
+    assert sum(len(c) for c in layout.columns) < 4 * d.n_features
+    J = torch.zeros(1, d.n_features, 3, dtype=torch.float64)
+    J[0, [c for c in range(d.n_features) if c not in layout.columns[1]][0], 0] = 1.0
+    with pytest.raises(LayoutError):
+        flatten_blocks(J, torch.tensor([1]), layout)
+
+
+def test_a_layout_that_misses_a_column_is_widened():
+    """A layout with a column missing (as a probe that missed one would give) is widened, not trusted."""
+    pot = random_potential(["Cu", "S"], types=(2, 9), cutoff=4.0, seed=2)
+    good = probe_layout(pot.descriptor)
+    bad = BlockLayout(good.n_elements, good.n_features, [c[1:] if c else c for c in good.columns])
+    frames = _frames()
+    records = jacobian_records(pot.descriptor, frames, pot.elements, pot.cutoff, dtype=torch.float64, layout=bad)
+    assert records[0]["layout"].columns == good.columns
+    cached = pot.forward_cached(collate(records), forces=True)
+    ref = pot(atoms_to_graph(frames, pot.elements, pot.cutoff), forces=True)
+    torch.testing.assert_close(cached["forces"].detach(), ref["forces"].detach(), rtol=0, atol=1e-10)

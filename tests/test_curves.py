@@ -18,7 +18,7 @@ from pytorch_lightning.callbacks import Timer
 
 from mlpot.train import build, run
 from mlpot.training import curves
-from mlpot.training.curves import COLUMNS, TestCurve, evaluate_records, read_curve
+from mlpot.training.curves import COLUMNS, TestCurve, evaluate_batches, read_curve
 from tests.helpers import train_config as config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -51,10 +51,10 @@ def test_adamw_curve_matches_the_last_weights(tiny_data, tmp_path):
     # the last row is the test error of the weights after epoch 2 (last.ckpt), in eval mode
     dm, potential, module = build(cfg)
     module.load_state_dict(torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"])
-    ref = evaluate_records(potential.eval(), dm.records["test"])
+    ref = evaluate_batches(potential.eval(), dm.loader("test"))
     for k in COLUMNS[2:-1]:
         assert rows[-1][k] == pytest.approx(ref[k], rel=1e-6), k
-    assert ref["forces_count"] == 3 * sum(len(a) for a in dm.frames["test"])
+    assert ref["forces_count"] == 3 * sum(len(a) for a in dm.atoms("test"))
 
 
 def test_ekf_curve_with_a_row_for_the_initial_weights(tiny_data, tmp_path):
@@ -81,10 +81,10 @@ def test_evaluations_are_left_out_of_wall_time_and_max_time(tmp_path, monkeypatc
         time.sleep(0.2)
         return {k: 0.1 for k in COLUMNS[2:-1]}
 
-    monkeypatch.setattr(curves, "evaluate_records", slow)
+    monkeypatch.setattr(curves, "evaluate_batches", slow)
     timer = Timer(duration="00:00:10:00")
     trainer = SimpleNamespace(is_global_zero=True, callbacks=[timer], default_root_dir=str(tmp_path), current_epoch=0,
-                              datamodule=SimpleNamespace(records={"test": [None]}))
+                              datamodule=SimpleNamespace(loader=lambda *a, **k: [None]))
     module = SimpleNamespace(potential=torch.nn.Linear(2, 1), device="cpu")
     cb = TestCurve(every_n_epochs=1)
     timer.on_train_start(trainer, module)

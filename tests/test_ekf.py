@@ -62,7 +62,7 @@ def test_energy_pattern(pattern, weight):
     """n2p2 updates on the structure's total energy (error and derivative of E); ``per_atom`` on E/N;
     ``energy_weight`` scales both."""
     from mlpot.data.frames import set_label
-    from mlpot.training.cache import collate, precompute, predict_cached
+    from mlpot.data.jacobians import collate, jacobian_records
     from mlpot.training.ekf import EKFModule
     from mlpot.training.losses import LossWeights
     from tests.helpers import random_cell, random_potential
@@ -70,14 +70,14 @@ def test_energy_pattern(pattern, weight):
     pot = random_potential(["Cu"], types=(2,), seed=1)
     atoms = random_cell(["Cu"] * 5, a=3.6, seed=2)
     set_label(atoms, "energy", -3.0)
-    batch = collate(precompute(pot.descriptor, [atoms], pot.elements, pot.cutoff, dtype=torch.float64))
+    batch = collate(jacobian_records(pot.descriptor, [atoms], pot.elements, pot.cutoff, dtype=torch.float64))
     module = EKFModule(pot, LossWeights(energy=1.0, forces=1.0), force_fraction=0.0, energy_pattern=pattern,
                        energy_weight=weight)
     calls = []
     module._kf = lambda: type("Recorder", (), {"update": lambda self, xi, H: calls.append((xi, H))})()
     module.training_step(batch, 0)
     (xi, H), n = calls[0], (5.0 if pattern == "per_atom" else 1.0) / weight
-    energy = predict_cached(pot, batch, forces=False)["energy"]
+    energy = pot.forward_cached(batch, forces=False)["energy"]
     params = list(pot.parameters())
     grads = torch.autograd.grad(energy.sum(), params)
     assert len(calls) == 1 and torch.allclose(xi, (-3.0 - energy.detach()) / n)

@@ -32,7 +32,7 @@ def test_lbfgs_reduces_the_loss_and_writes_metrics(tiny_data, tmp_path):
     assert min(val[1:]) < 0.5 * val[0], val
     # L-BFGS calls the closure several times per step; the epoch's training errors cover each frame once
     dm = instantiate(cfg.data)
-    frames = dm.load()["train"]
+    frames = dm.atoms("train")
     for row in rows:
         assert row["train/energy_count"] == len(frames)
         assert row["train/forces_count"] == 3 * sum(len(a) for a in frames)
@@ -41,6 +41,23 @@ def test_lbfgs_reduces_the_loss_and_writes_metrics(tiny_data, tmp_path):
         assert key in saved, key
     assert saved["test/forces_mae"] == pytest.approx(metrics["test/forces_mae"])
     assert (tmp_path / "checkpoints" / "last.ckpt").exists()
+
+
+def test_streamed_split_equals_one_batch(tiny_data, tmp_path):
+    """Full-batch L-BFGS over the split read in batches of 3 frames (the objective and gradient summed batch by
+    batch) takes the same steps as over the split in one batch: same history to 1e-10 (float64)."""
+    one = run(config(tmp_path / "one", tiny_data, "trainer.max_epochs=2", "optim.module.weight_decay=1e-4"))
+    many = run(config(tmp_path / "many", tiny_data, "trainer.max_epochs=2", "optim.module.weight_decay=1e-4",
+                      "data.batch_size=3"))
+    h1 = json.loads((tmp_path / "one" / "history.json").read_text())
+    h3 = json.loads((tmp_path / "many" / "history.json").read_text())
+    assert len(h1) == len(h3) == 2
+    for a, b in zip(h1, h3):
+        for key in ("train/loss", "val/loss", "train/forces_rmse"):
+            assert (key in a) == (key in b)
+            if key in a:
+                assert b[key] == pytest.approx(a[key], rel=1e-10, abs=1e-14), key
+    assert many["test/forces_rmse"] == pytest.approx(one["test/forces_rmse"], rel=1e-10)
 
 
 def test_adam_warm_start_then_lbfgs(tiny_data, tmp_path):

@@ -214,7 +214,7 @@ def test_stage1_fits_p0_to_a_known_bop():
     """Data made by a BOP with known p⁰: stage 1 recovers its energies from a perturbed start."""
     from mlpot.data.frames import set_label
     from mlpot.training.baseline import fit_baseline
-    from mlpot.training.cache import precompute
+    from mlpot.data.jacobians import collate, jacobian_records
     from mlpot.training.losses import LossWeights
 
     truth = make_pinn(elements=("Ta",))
@@ -231,8 +231,21 @@ def test_stage1_fits_p0_to_a_known_bop():
     torch.manual_seed(0)
     d = truth.descriptor
     pot = Potential(["Ta"], d, PINN(d.n_features_per_element, hidden=(6,), cutoff=RC, d=D, p0=start)).double()
-    records = precompute(d, frames, ["Ta"], RC, dtype=torch.float64)
-    hist = fit_baseline(pot, records, LossWeights(energy=10.0, forces=1.0), epochs=25, lr=0.03, batch_size=6)
+    records = jacobian_records(d, frames, ["Ta"], RC, dtype=torch.float64)
+    gen = torch.Generator().manual_seed(0)
+
+    class Permutations(torch.utils.data.Sampler):  # a new permutation of the frames each epoch
+        def __iter__(self):
+            return iter(torch.randperm(len(records), generator=gen).tolist())
+
+        def __len__(self):
+            return len(records)
+
+    def loader(shuffle, bs):
+        sampler = Permutations() if shuffle else None
+        return torch.utils.data.DataLoader(records, batch_size=bs, sampler=sampler, collate_fn=collate)
+
+    hist = fit_baseline(pot, loader, LossWeights(energy=10.0, forces=1.0), epochs=25, lr=0.03, batch_size=6)
     assert hist[-1] < 0.05 * hist[0], hist
     assert not pot.head.u0.requires_grad and not pot.head.e0.requires_grad  # frozen for stage 2
     assert all(float(net[-1].weight.abs().sum()) == 0.0 for net in pot.head.nets.nets)  # networks untouched

@@ -264,19 +264,24 @@ def test_molecule_without_cell():
     np.testing.assert_allclose(features(desc, atoms).detach().numpy(), reference_features(desc, atoms), atol=1e-10)
 
 
-def test_e0_from_atomic_energies():
+def test_e0_from_atomic_energies(tmp_path):
     """A fixed composition makes the least-squares E0 degenerate; with E_i labels each element's E0 is
-    the mean of its E_i."""
-    from mlpot.data.frames import set_label
-    from mlpot.train import _mean_atomic_energies
+    the mean of its E_i (a streaming pass over the store)."""
+    import ase.io
+
+    from mlpot.data.statistics import mean_atomic_energies
+    from mlpot.data.store import open_store
 
     frames = []
     for k in range(3):
         a = Atoms("Li3Si", positions=np.random.default_rng(k).uniform(0, 5, (4, 3)))
-        set_label(a, "atomic_energies", np.array([-191.0 - k, -191.0, -191.0, -116.0 + k]))
+        a.arrays["energies"] = np.array([-191.0 - k, -191.0, -191.0, -116.0 + k])
         frames.append(a)
-    assert _mean_atomic_energies(frames, ["Li", "Si"], [0.0, 0.0]) == pytest.approx([-191.0 - 1 / 3, -115.0])
-    assert _mean_atomic_energies(frames, ["Li", "Si", "Cu"], [0.0, 0.0, 7.0])[2] == 7.0
+    ase.io.write(tmp_path / "lisi.extxyz", frames)
+    store = open_store([tmp_path / "lisi.extxyz"], tmp_path / "cache")
+    li, si, cu = 3, 14, 29
+    assert mean_atomic_energies(store, [0, 1, 2], [li, si], [0.0, 0.0]) == pytest.approx([-191.0 - 1 / 3, -115.0])
+    assert mean_atomic_energies(store, [0, 1, 2], [li, si, cu], [0.0, 0.0, 7.0])[2] == 7.0
 
 
 @pytest.mark.parametrize("name, elements, kind, n_features, weight_decay",
@@ -305,4 +310,4 @@ def test_presets_compose(name, elements, kind, n_features, weight_decay):
     # full-batch L-BFGS with step 1: no AdamW learning rate in the preset to leak into L-BFGS's step
     assert cfg.optim.optimizer._target_ == "torch.optim.LBFGS" and cfg.optim.optimizer.lr == 1.0
     assert cfg.optim.module.weight_decay == weight_decay
-    assert cfg.data.batch_size >= 100000
+    assert cfg.optim.module._target_ == "mlpot.training.optim.LBFGSModule"  # full batch, read in batches

@@ -36,7 +36,7 @@ def test_default_run_writes_artefacts_and_exports(tiny_data, tmp_path):
 def test_export_equals_in_memory_model(tiny_data, tmp_path):
     """model.pt predictions equal the trained in-memory model's to 1e-10 (float64)."""
     from mlpot.train import build
-    from mlpot.training.cache import collate, predict_cached
+    from mlpot.data.jacobians import collate, jacobian_records
 
     cfg = config(tmp_path, tiny_data, "dtype=float64")
     run(cfg)
@@ -44,12 +44,13 @@ def test_export_equals_in_memory_model(tiny_data, tmp_path):
     ckpt = torch.load(tmp_path / "checkpoints" / "best.ckpt", weights_only=False)
     dm, potential, module = build(cfg)
     module.load_state_dict(ckpt["state_dict"])
-    frames = dm.frames["test"]
+    frames = dm.atoms("test")
     ref = potential.predict(frames, stress=True)
     out = loaded.predict(frames, stress=True)
     for key in ("energy", "atomic_energies", "forces", "stress"):
         torch.testing.assert_close(out[key], ref[key], rtol=0, atol=1e-10)
-    cached = predict_cached(loaded, collate(dm.records["test"]), forces=True)
+    cached = loaded.forward_cached(collate(jacobian_records(loaded.descriptor, frames, loaded.elements, loaded.cutoff,
+                                                            dtype=torch.float64)), forces=True)
     torch.testing.assert_close(cached["forces"].detach(), ref["forces"], rtol=0, atol=1e-10)
 
 
@@ -136,7 +137,7 @@ def test_ddp_cpu_test_metrics_not_distorted(tiny_data, tmp_path):
     although the test set (an odd number of frames) does not divide evenly between the ranks."""
     from mlpot.data.datamodule import AtomsDataModule
     from mlpot.training.losses import ErrorAccumulator, errors
-    from mlpot.training.cache import collate, precompute, predict_cached
+    from mlpot.data.jacobians import collate, jacobian_records
 
     run_dir = tmp_path / "ddp"
     res = _cli([f"data.path={tiny_data}", "trainer=ddp_cpu", "trainer.max_epochs=2", f"run_dir={run_dir}",
@@ -144,13 +145,14 @@ def test_ddp_cpu_test_metrics_not_distorted(tiny_data, tmp_path):
                cwd=tmp_path)
     assert res.returncode == 0, res.stderr[-3000:]
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    dm = AtomsDataModule(path=tiny_data, split={"kind": "random", "fractions": [0.6, 0.24, 0.16], "seed": 0})
-    test = dm.load()["test"]
+    dm = AtomsDataModule(path=tiny_data, split={"kind": "random", "fractions": [0.6, 0.24, 0.16], "seed": 0},
+                         cache_dir=tmp_path / "cache")
+    test = dm.atoms("test")
     assert len(test) % 2 == 1
     pot = mlpot.load(run_dir / "model.pt")
     acc = ErrorAccumulator()
-    batch = collate(precompute(pot.descriptor, test, pot.elements, pot.cutoff, dtype=torch.float64))
-    acc.update(errors(predict_cached(pot, batch, forces=True, stress=True), batch))
+    batch = collate(jacobian_records(pot.descriptor, test, pot.elements, pot.cutoff, dtype=torch.float64))
+    acc.update(errors(pot.forward_cached(batch, forces=True, stress=True), batch))
     ref = acc.compute()
     assert metrics["test/forces_rmse"] == pytest.approx(ref["forces_rmse"], rel=1e-9)
     assert metrics["test/energy_per_atom_mae"] == pytest.approx(ref["energy_per_atom_mae"], rel=1e-9)

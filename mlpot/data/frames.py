@@ -7,7 +7,9 @@ A frame is an ``ase.Atoms`` whose labels are normalised into ``atoms.info`` /
 
 from __future__ import annotations
 
+import io
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -125,6 +127,140 @@ def require_labels(frames, labels, source: str | None = None, keys: LabelKeys | 
                 raise MissingLabelError(f"no '{label}' label{looked}", src, idx)
 
 
+@contextmanager
+def open_counted(path, position: dict | None = None, errors: str = "strict"):
+    """A text handle on ``path`` that keeps ``position["bytes"]`` at the bytes read from disk so far (read-ahead
+    included, within 64 KiB), for progress bars over large files."""
+    raw = open(path, "rb", buffering=0)  # noqa: SIM115
+    counter = _CountingReader(raw, position if position is not None else {})
+    text = io.TextIOWrapper(io.BufferedReader(counter, 1 << 16), errors=errors)
+    try:
+        yield text
+    finally:
+        text.close()
+
+
+class _CountingReader(io.RawIOBase):
+    def __init__(self, raw, position: dict):
+        self.raw, self.position = raw, position
+        self.position["bytes"] = 0
+
+    def readable(self):
+        return True
+
+    def readinto(self, b):
+        n = self.raw.readinto(b)
+        self.position["bytes"] += n or 0
+        return n
+
+    def close(self):
+        self.raw.close()
+        super().close()
+
+
+def detect_format(path: Path, format: str | None = None) -> str | None:
+    """mlpot's own readers by name or content (``aenet-xsf``, ``movement``, ``n2p2``), else ``format``
+    (None: ASE guesses)."""
+    if format in ("aenet-xsf", "movement", "n2p2"):
+        return format
+    if format is not None:
+        return format
+    if is_aenet_xsf(path):
+        return "aenet-xsf"
+    if path.is_file() and path.name.upper().endswith("MOVEMENT"):
+        return "movement"
+    if path.name == "input.data" or path.suffix == ".data" and _looks_like_n2p2(path):
+        return "n2p2"
+    return None
+
+
+def _looks_like_n2p2(path: Path) -> bool:
+    try:
+        with open(path, errors="replace") as f:
+            for line in f:
+                if line.strip():
+                    return line.split()[0] == "begin"
+    except OSError:
+        return False
+    return False
+
+
+def _raw_frames(path: Path, format: str | None, index, position: dict | None):
+    """Frames as the readers give them (labels of mlpot's own readers already set)."""
+    fmt = detect_format(path, format)
+    if fmt == "aenet-xsf":
+        yield read_xsf(path)
+        if position is not None:
+            position["bytes"] = path.stat().st_size
+    elif fmt == "movement":
+        from mlpot.io.pwmat import iter_movement  # PWmat MOVEMENT: labels set by the reader
+
+        yield from iter_movement(path, position=position)
+    elif fmt == "n2p2":
+        from mlpot.io.n2p2 import iter_input_data
+
+        yield from iter_input_data(path, position=position)
+    elif index == ":" and path.is_file():
+        from ase.io.formats import filetype
+
+        fmt = fmt or filetype(str(path), read=True)
+        if fmt in ("extxyz", "xyz"):  # text formats that stream from a handle: progress by bytes
+            with open_counted(path, position) as fh:
+                yield from ase.io.iread(fh, index=":", format=fmt)
+        else:
+            yield from ase.io.iread(str(path), index=":", format=fmt)
+            if position is not None:
+                position["bytes"] = path.stat().st_size
+    else:
+        frames = ase.io.read(path, index=index, format=format)
+        yield from [frames] if isinstance(frames, Atoms) else frames
+
+
+def iter_frames(
+    path: str | os.PathLike,
+    keys: LabelKeys | None = None,
+    index: str | int | slice = ":",
+    format: str | None = None,
+    elements=None,
+    position: dict | None = None,
+):
+    """Labelled frames of ``path`` one at a time (any format ASE reads, extxyz first; PWmat MOVEMENT, aenet
+    XSF and n2p2 ``input.data`` by mlpot's readers), validated and with labels under mlpot's names.
+
+    Each frame records where it came from (``info['mlpot_source']``, ``info['mlpot_frame']``) so that later
+    errors can name it. Memory is O(frame) for the streaming readers (extxyz, MOVEMENT, input.data).
+    ``position``: a dict kept at the bytes read so far (progress)."""
+    keys = keys or LabelKeys()
+    path = Path(path)
+    source = str(path)
+    if not path.exists():
+        raise DataPathError("no such file or directory", source)
+    if path.is_file() and path.stat().st_size == 0:
+        raise EmptyFileError("file is empty", source)
+    k = -1
+    frames = _raw_frames(path, format, index, position)
+    while True:
+        try:
+            atoms = next(frames)
+        except StopIteration:
+            break
+        except DataError:
+            raise
+        except Exception as exc:  # ASE raises many types; give one line naming the file (and frame)
+            msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise DataError(f"cannot be read ({type(exc).__name__}: {msg})", source, None if k < 0 else k + 1) from None
+        k += 1
+        if len(atoms) == 0:
+            raise EmptyFileError("frame has no atoms", source, k)
+        check_structure(atoms, source, k, elements)
+        normalise_labels(atoms, keys, source, k)
+        atoms.info["mlpot_source"] = source
+        atoms.info["mlpot_frame"] = k
+        yield atoms
+    if k < 0:
+        raise EmptyFileError("file holds no frame", source)
+
+
 def read_frames(
     path: str | os.PathLike,
     keys: LabelKeys | None = None,
@@ -133,44 +269,9 @@ def read_frames(
     require: tuple[str, ...] = (),
     elements=None,
 ) -> list[Atoms]:
-    """Read labelled frames from ``path`` (any format ASE reads; extxyz first).
-
-    Each frame records where it came from (``info['mlpot_source']``,
-    ``info['mlpot_frame']``) so that later errors can name it.
-    """
+    """Read labelled frames from ``path`` (any format ASE reads; extxyz first): :func:`iter_frames` as a list,
+    then every frame must carry the labels in ``require``."""
     keys = keys or LabelKeys()
-    path = Path(path)
-    source = str(path)
-    if not path.exists():
-        raise DataPathError("no such file or directory", source)
-    if path.is_file() and path.stat().st_size == 0:
-        raise EmptyFileError("file is empty", source)
-    try:
-        if format == "aenet-xsf" or (format is None and is_aenet_xsf(path)):
-            frames = [read_xsf(path)]
-        elif format == "movement" or (format is None and path.is_file() and path.name.upper().endswith("MOVEMENT")):
-            from mlpot.io.pwmat import read_movement  # PWmat MOVEMENT: labels set by the reader
-
-            frames = read_movement(path)
-        else:
-            frames = ase.io.read(path, index=index, format=format)
-    except DataError:
-        raise
-    except StopIteration:
-        raise EmptyFileError("file holds no frame", source) from None
-    except Exception as exc:  # ASE raises many types; give one line naming the file
-        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise DataError(f"cannot be read ({type(exc).__name__}: {msg})", source) from None
-    if isinstance(frames, Atoms):
-        frames = [frames]
-    if len(frames) == 0:
-        raise EmptyFileError("file holds no frame", source)
-    for k, atoms in enumerate(frames):
-        if len(atoms) == 0:
-            raise EmptyFileError("frame has no atoms", source, k)
-        check_structure(atoms, source, k, elements)
-        normalise_labels(atoms, keys, source, k)
-        atoms.info["mlpot_source"] = source
-        atoms.info["mlpot_frame"] = k
-    require_labels(frames, require, source, keys)
+    frames = list(iter_frames(path, keys, index=index, format=format, elements=elements))
+    require_labels(frames, require, str(path), keys)
     return frames

@@ -120,3 +120,55 @@ def atoms_to_graph(
         labels[name] = f(np.concatenate(vals))
         labels[name + "_mask"] = torch.as_tensor(np.repeat(m, counts))
     return graph.replace(**labels)
+
+
+def graph_from_arrays(positions, species, cell, pbc, cutoff: float, dtype: torch.dtype = torch.float64,
+                      labels: dict | None = None, source: str | None = None, frame: int | None = None) -> AtomicGraph:
+    """One structure's graph from arrays (species as indices into the element list); ``labels``: a dict
+    with ``energy``, ``forces``, ``stress``, ``atomic_energies`` (None where the frame has no such label)."""
+    positions = np.asarray(positions, dtype=np.float64)
+    cell = np.asarray(cell, dtype=np.float64).reshape(3, 3)
+    i, j, sh = neighbor_list(positions, cell, pbc, cutoff, source, frame)
+    n = len(positions)
+    f = lambda x: torch.as_tensor(np.asarray(x), dtype=dtype)  # noqa: E731
+    graph = AtomicGraph(
+        positions=f(positions), species=torch.as_tensor(np.asarray(species), dtype=torch.long),
+        cell=f(cell[None]), pbc=torch.as_tensor(np.asarray(pbc, dtype=bool)).reshape(1, 3),
+        edge_index=torch.as_tensor(np.stack([i, j]), dtype=torch.long), shifts=f(sh).reshape(-1, 3),
+        batch=torch.zeros(n, dtype=torch.long), n_atoms=torch.tensor([n]),
+    )
+    if labels is None:
+        return graph
+    out = {}
+    for name, shape in ((ENERGY, ()), (STRESS, (3, 3)), (FORCES, (n, 3)), (ATOMIC_ENERGIES, (n,))):
+        value = labels.get(name)
+        have = value is not None
+        tensor = f(np.zeros(shape) if not have else np.asarray(value, dtype=np.float64).reshape(shape))
+        if name in (ENERGY, STRESS):
+            out[name], out[name + "_mask"] = tensor[None], torch.tensor([have])
+        else:
+            out[name], out[name + "_mask"] = tensor, torch.full((n,), have)
+    return graph.replace(**out)
+
+
+def merge_graphs(graphs: list[AtomicGraph]) -> AtomicGraph:
+    """One flat graph (a batch) from several: atoms, pairs and structures concatenated."""
+    counts = torch.cat([g.n_atoms for g in graphs])
+    atom_off = torch.cumsum(counts, 0) - counts
+    struct_off = 0
+    edge_index, batch = [], []
+    k = 0
+    for g in graphs:
+        n_s = g.n_structures
+        first_atom = atom_off[k]
+        edge_index.append(g.edge_index + first_atom)
+        batch.append(g.batch + struct_off)
+        struct_off += n_s
+        k += n_s
+    out = {"edge_index": torch.cat(edge_index, 1), "batch": torch.cat(batch), "n_atoms": counts}
+    for fld in fields(AtomicGraph):
+        if fld.name in out:
+            continue
+        values = [getattr(g, fld.name) for g in graphs]
+        out[fld.name] = None if any(v is None for v in values) else torch.cat(values)
+    return AtomicGraph(**out)

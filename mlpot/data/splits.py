@@ -101,10 +101,9 @@ def _split_random(n: int, fractions, seed) -> dict:
             "test": sorted(perm[b2:].tolist())}
 
 
-def _split_config_type(frames, val_types, test_types, source) -> dict:
+def _split_config_type(types, val_types, test_types, source) -> dict:
     val_types = [val_types] if isinstance(val_types, str) else list(val_types or [])
     test_types = [test_types] if isinstance(test_types, str) else list(test_types or [])
-    types = [f.info.get("config_type") for f in frames]
     present = sorted({str(t) for t in types if t is not None})
     for name, patterns in (("val_types", val_types), ("test_types", test_types)):
         for p in patterns:
@@ -113,43 +112,94 @@ def _split_config_type(frames, val_types, test_types, source) -> dict:
                 msg = f"config_type split: {name} entry '{p}' matches no config_type (present: {have or 'none'})"
                 raise SplitError(msg, source)
     out = {"train": [], "val": [], "test": []}
+    verdict = {}
     for k, t in enumerate(types):
-        in_val, in_test = _matches(t, val_types), _matches(t, test_types)
-        if in_val and in_test:
-            raise ValueError(f"config_type '{t}' matches both val_types {val_types} and test_types {test_types}")
-        out["val" if in_val else "test" if in_test else "train"].append(k)
+        if t not in verdict:
+            in_val, in_test = _matches(t, val_types), _matches(t, test_types)
+            if in_val and in_test:
+                raise ValueError(f"config_type '{t}' matches both val_types {val_types} and test_types {test_types}")
+            verdict[t] = "val" if in_val else "test" if in_test else "train"
+        out[verdict[t]].append(k)
     return out
 
 
-def _group_key(atoms: Atoms):
-    if "trajectory" in atoms.info:
-        return ("trajectory", atoms.info["trajectory"])
-    if "config_type" in atoms.info:
-        return ("config_type", atoms.info["config_type"])
+def _group_key(trajectory, config_type):
+    if trajectory is not None:
+        return ("trajectory", trajectory)
+    if config_type is not None:
+        return ("config_type", config_type)
     return ("all",)
 
 
-def trajectories(frames: Sequence[Atoms]) -> list[list[int]]:
-    """Frame indices grouped by trajectory (first-appearance order), each group in time order."""
+def trajectory_groups(trajectory: Sequence, config_type: Sequence, step: Sequence) -> list[list[int]]:
+    """Frame indices grouped by trajectory (else config_type, else one group; first-appearance order), each
+    group in time order (``step`` where every frame of the group has one, else file order). The columns
+    hold one entry per frame, None where a frame has no such value."""
     groups: dict = {}
-    for k, atoms in enumerate(frames):
-        groups.setdefault(_group_key(atoms), []).append(k)
+    for k, (t, c) in enumerate(zip(trajectory, config_type)):
+        groups.setdefault(_group_key(t, c), []).append(k)
     out = []
     for idx in groups.values():
-        if all("step" in frames[k].info for k in idx):
-            idx = sorted(idx, key=lambda k: (frames[k].info["step"], k))
+        if all(step[k] is not None for k in idx):
+            idx = sorted(idx, key=lambda k: (step[k], k))
         out.append(idx)
     return out
 
 
-def _split_tail(frames, fractions) -> dict:
+def _columns(frames: Sequence[Atoms]) -> dict:
+    return {"config_type": [f.info.get("config_type") for f in frames],
+            "trajectory": [f.info.get("trajectory") for f in frames],
+            "step": [f.info.get("step") for f in frames]}
+
+
+def trajectories(frames: Sequence[Atoms]) -> list[list[int]]:
+    """Frame indices grouped by trajectory (first-appearance order), each group in time order."""
+    c = _columns(frames)
+    return trajectory_groups(c["trajectory"], c["config_type"], c["step"])
+
+
+def _split_tail(groups, fractions) -> dict:
     out = {"train": [], "val": [], "test": []}
-    for idx in trajectories(frames):
+    for idx in groups:
         b1, b2 = _cuts(len(idx), fractions)
         out["train"] += idx[:b1]
         out["val"] += idx[b1:b2]
         out["test"] += idx[b2:]
     return out
+
+
+def split_table(
+    n: int,
+    kind: str = "random",
+    fractions=(0.8, 0.1, 0.1),
+    seed: int = 0,
+    source: str | None = None,
+    *,
+    config_type: Sequence | None = None,
+    trajectory: Sequence | None = None,
+    step: Sequence | None = None,
+    val_types=None,
+    test_types=None,
+) -> dict[str, list[int]]:
+    """:func:`split_frames` from per-frame columns (one entry per frame, None where absent) instead of frames,
+    for data read lazily from a store: ``config_type`` is needed by the ``config_type`` split, all three by
+    ``tail``."""
+    fractions = check_fractions(fractions)
+    none = [None] * n
+    config_type = none if config_type is None else config_type
+    if kind == "random":
+        out = _split_random(n, fractions, seed)
+    elif kind == "config_type":
+        if not val_types:
+            raise SplitError("config_type split needs val_types (config_types for validation)", source)
+        out = _split_config_type(config_type, val_types, test_types, source)
+    elif kind == "tail":
+        groups = trajectory_groups(none if trajectory is None else trajectory, config_type,
+                                   none if step is None else step)
+        out = _split_tail(groups, fractions)
+    else:
+        raise ValueError(f"unknown split kind {kind!r} (known: {', '.join(KINDS)})")
+    return _check_nonempty(out, source, f"{kind} split")
 
 
 def split_frames(
@@ -169,19 +219,8 @@ def split_frames(
     ``tail`` (ignored by ``config_type``, which uses ``val_types`` / ``test_types``).
     ``source`` names the data in error messages (default: the frames' ``mlpot_source``).
     """
-    fractions = check_fractions(fractions)
-    source = _source_of(frames, source)
-    if kind == "random":
-        out = _split_random(len(frames), fractions, seed)
-    elif kind == "config_type":
-        if not val_types:
-            raise SplitError("config_type split needs val_types (config_types for validation)", source)
-        out = _split_config_type(frames, val_types, test_types, source)
-    elif kind == "tail":
-        out = _split_tail(frames, fractions)
-    else:
-        raise ValueError(f"unknown split kind {kind!r} (known: {', '.join(KINDS)})")
-    return _check_nonempty(out, source, f"{kind} split")
+    return split_table(len(frames), kind, fractions, seed, _source_of(frames, source), **_columns(frames),
+                       val_types=val_types, test_types=test_types)
 
 
 def carve_validation(

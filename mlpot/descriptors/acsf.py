@@ -430,9 +430,8 @@ class ACSF(nn.Module):
             full[torch.arange(n_pairs, device=vec.device), zj] = phi
             dfull[torch.arange(n_pairs, device=vec.device), zj] = dphi
             phi, dphi = full.view(n_pairs, n_el * B), dfull.view(n_pairs, n_el * B, 3)
-        src = self.block_src.index_select(0, species)
-
-        def combine(A):
+        def combine(A, rows):
+            src = self.block_src.index_select(0, species.index_select(0, rows))
             A = A.view(-1, n_el, B)
             blocks = []
             if K_r:

@@ -104,48 +104,61 @@ class PairSumDescriptor(nn.Module):
             dphi.append(d)
         return phi, torch.stack(dphi, -1)
 
-    def jacobian(self, vec, species, edge_index, chunk: int = 64):
+    def jacobian(self, vec, species, edge_index, max_bytes: int | None = None):
         """G (n_atoms, F) and J (n_pairs, F, 3), J[p, f] = ∂G[i(p), f]/∂r_p (see the module doc)."""
         vec = vec.detach()
         phi, dphi = self.pair_features_and_grad(vec, torch.linalg.norm(vec, dim=-1), species.index_select(0, edge_index[1]))
-        return pair_sum_jacobian(phi, dphi, lambda a: self.combine(a, species), edge_index[0], species.shape[0], chunk)
+        return pair_sum_jacobian(phi, dphi, lambda a, rows: self.combine(a, species.index_select(0, rows)),
+                                 edge_index[0], species.shape[0], max_bytes)
 
 
-def pair_sum_jacobian(phi, dphi, combine, center, n_atoms: int, chunk: int = 64):
+JACOBIAN_BYTES = 1 << 28  # the working memory of one chunk of centre atoms in pair_sum_jacobian (256 MiB)
+
+
+def pair_sum_jacobian(phi, dphi, combine, center, n_atoms: int, max_bytes: int | None = None):
     """G = combine(A) with A_i = Σ_{p: center(p)=i} φ_p, and J (n_pairs, F, 3), J[p] = ∂G_i/∂r_p.
 
-    φ (P, D) and ∂φ/∂r (P, D, 3) are per pair; ``combine`` maps the per-atom sums (n_atoms, D) to
-    (n_atoms, F), row by row. J_p = (∂G_i/∂A_i) (∂φ_p/∂r_p) with i = center(p): the (F, D) matrix
-    ∂G_i/∂A_i is used once per atom, against all its pairs at once (a batched product over ``chunk``
-    atoms, pairs padded to the largest neighbour count), rather than copied once per pair.
+    φ (P, D) and ∂φ/∂r (P, D, 3) are per pair; ``combine(A_rows, rows)`` maps the per-atom sums of the atoms
+    ``rows`` (n, D) to their descriptors (n, F), row by row. J_p = (∂G_i/∂A_i) (∂φ_p/∂r_p) with i =
+    center(p): the (F, D) matrix ∂G_i/∂A_i is computed for centre atoms only, a chunk of atoms at a time
+    (about ``max_bytes`` of working memory, default ``JACOBIAN_BYTES``, whatever F and D), and used against
+    all the atom's pairs at once (a batched product, pairs padded to the largest neighbour count).
     """
     from torch.func import vjp, vmap
 
     i = center
     n_pairs = phi.shape[0]
     A = phi.new_zeros(n_atoms, phi.shape[1]).index_add(0, i, phi)
-    G, pullback = vjp(combine, A)
+    rows_all = torch.arange(n_atoms, device=phi.device)
+    G = combine(A, rows_all).detach()
     F, D = G.shape[1], phi.shape[1]
-    eye = torch.eye(F, dtype=G.dtype, device=G.device)[:, None, :].expand(F, n_atoms, F)
-    (dG_dA,) = vmap(pullback)(eye)  # (F, n_atoms, D)
-    dG_dA = dG_dA.permute(1, 0, 2)  # (n_atoms, F, D)
     J = phi.new_zeros(n_pairs, F, 3)
     if n_pairs == 0:
-        return G.detach(), J
+        return G, J
     order = torch.argsort(i, stable=True)  # pairs grouped by their centre atom
     counts = torch.bincount(i, minlength=n_atoms)
     start = torch.cumsum(counts, 0) - counts
     slot = torch.arange(n_pairs, device=phi.device) - start.index_select(0, i.index_select(0, order))
+    centres = torch.nonzero(counts).squeeze(1)  # ascending
     K = int(counts.max())
-    for a0 in range(0, n_atoms, chunk):
-        a1 = min(a0 + chunk, n_atoms)
-        sel = order[int(start[a0]) : int(start[a1 - 1] + counts[a1 - 1])]  # this chunk's pairs
-        if sel.numel() == 0:
-            continue
-        row = i.index_select(0, sel) - a0
-        col = slot[int(start[a0]) : int(start[a0]) + sel.numel()]
-        pad = phi.new_zeros(a1 - a0, K, D, 3)
+    per_atom = F * (3 * D + 6 * K) * phi.element_size()  # ∂G/∂A, the pullback's batch, padded ∂φ and the product
+    chunk = max(1, int((max_bytes or JACOBIAN_BYTES) // max(per_atom, 1)))
+    for c0 in range(0, centres.shape[0], chunk):
+        rows = centres[c0 : c0 + chunk]
+        n = rows.shape[0]
+        _, pullback = vjp(lambda a, rows=rows: combine(a, rows), A.index_select(0, rows))
+        eye = torch.eye(F, dtype=G.dtype, device=G.device)[:, None, :].expand(F, n, F)
+        (dG_dA,) = vmap(pullback)(eye)  # (F, n, D)
+        dG_dA = dG_dA.permute(1, 0, 2)  # (n, F, D)
+        first, last = int(rows[0]), int(rows[-1])
+        p0, p1 = int(start[first]), int(start[last] + counts[last])
+        sel = order[p0:p1]  # this chunk's pairs
+        local = torch.full((n_atoms,), -1, dtype=torch.long, device=phi.device)
+        local[rows] = torch.arange(n, device=phi.device)
+        row = local.index_select(0, i.index_select(0, sel))
+        col = slot[p0:p1]
+        pad = phi.new_zeros(n, K, D, 3)
         pad[row, col] = dphi.index_select(0, sel)
-        out = torch.bmm(dG_dA[a0:a1], pad.permute(0, 2, 1, 3).reshape(a1 - a0, D, K * 3))  # (n, F, K·3)
-        J[sel] = out.view(a1 - a0, F, K, 3).permute(0, 2, 1, 3)[row, col]
-    return G.detach(), J
+        out = torch.bmm(dG_dA, pad.permute(0, 2, 1, 3).reshape(n, D, K * 3))  # (n, F, K·3)
+        J[sel] = out.view(n, F, K, 3).permute(0, 2, 1, 3)[row, col]
+    return G, J

@@ -34,6 +34,55 @@ def affine_from_stats(mode, gmin, gmax, gmean, gsigma, smin=0.0, smax=1.0):
     return a, smin - a * ref
 
 
+class FeatureStatistics:
+    """Per element and feature: min, max, mean and population standard deviation, accumulated over chunks of
+    atoms in float64 (Chan, Golub and LeVeque's pairwise update of the mean and of the sum of squared
+    deviations), so that the scaling statistics of a training split come from one streaming pass."""
+
+    def __init__(self, n_elements: int, n_features: int):
+        shape = (n_elements, n_features)
+        self.count = torch.zeros(n_elements, dtype=torch.float64)
+        self.mean, self.m2 = torch.zeros(shape, dtype=torch.float64), torch.zeros(shape, dtype=torch.float64)
+        self.min = torch.full(shape, float("inf"), dtype=torch.float64)
+        self.max = torch.full(shape, float("-inf"), dtype=torch.float64)
+
+    @torch.no_grad()
+    def update(self, G: torch.Tensor, species: torch.Tensor) -> "FeatureStatistics":
+        G, species = G.detach().to("cpu", torch.float64), species.detach().to("cpu")
+        for e in torch.unique(species).tolist():
+            g = G[species == e]
+            n_b = float(g.shape[0])
+            mean_b = g.mean(0)
+            m2_b = ((g - mean_b) ** 2).sum(0)
+            n_a = float(self.count[e])
+            n = n_a + n_b
+            delta = mean_b - self.mean[e]
+            self.mean[e] += delta * (n_b / n)
+            self.m2[e] += m2_b + delta**2 * (n_a * n_b / n)
+            self.count[e] = n
+            self.min[e] = torch.minimum(self.min[e], g.min(0).values)
+            self.max[e] = torch.maximum(self.max[e], g.max(0).values)
+        return self
+
+    def result(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(gmin, gmax, gmean, gsigma); zeros for elements without atoms."""
+        seen = (self.count > 0)[:, None]
+        zero = torch.zeros_like(self.mean)
+        sigma = (self.m2 / self.count.clamp(min=1)[:, None]).sqrt()
+        return (torch.where(seen, self.min, zero), torch.where(seen, self.max, zero), torch.where(seen, self.mean, zero),
+                torch.where(seen, sigma, zero))
+
+    def to_dict(self) -> dict:
+        return {k: getattr(self, k).tolist() for k in ("count", "mean", "m2", "min", "max")}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "FeatureStatistics":
+        out = cls(*torch.tensor(d["mean"], dtype=torch.float64).shape)
+        for k in ("count", "mean", "m2", "min", "max"):
+            setattr(out, k, torch.tensor(d[k], dtype=torch.float64))
+        return out
+
+
 class FeatureScaler(nn.Module):
     """x = a[Z] * G + b[Z]; holds the statistics as buffers."""
 
@@ -60,17 +109,10 @@ class FeatureScaler(nn.Module):
 
     @torch.no_grad()
     def fit(self, G: torch.Tensor, species: torch.Tensor):
-        """Statistics from training-set descriptors ``G`` (n_atoms, n_features)."""
+        """Statistics from training-set descriptors ``G`` (n_atoms, n_features); for data that does not fit
+        in memory, feed :class:`FeatureStatistics` chunk by chunk and pass its ``result()`` to ``set_stats``."""
         n_el, F = self.a.shape
-        G = G.to(self.a.dtype)
-        stats = [torch.zeros(n_el, F, dtype=G.dtype) for _ in range(4)]
-        for e in range(n_el):
-            g = G[species == e]
-            if len(g):
-                stats[0][e], stats[1][e] = g.min(0).values, g.max(0).values
-                stats[2][e] = g.mean(0)
-                stats[3][e] = g.std(0, unbiased=False)
-        return self.set_stats(*stats)
+        return self.set_stats(*FeatureStatistics(n_el, F).update(G, species).result())
 
     def forward(self, G: torch.Tensor, species: torch.Tensor) -> torch.Tensor:
         return G * self.a.to(G.dtype)[species] + self.b.to(G.dtype)[species]

@@ -173,22 +173,63 @@ def _parse_frame(lines: list[str], source: str, index: int, trajectory: str) -> 
     return atoms
 
 
-def _split(lines: list[str]) -> list[list[str]]:
-    """Frames as line lists, each from its header line to (and including) its closing dashed line."""
-    frames, current = [], None
+def _blocks(lines):
+    """Frames as line lists, each from its header line to (and including) its closing dashed line; lines
+    before the first header are skipped. Streams: one frame in memory at a time."""
+    current = None
     for line in lines:
+        line = line.rstrip("\r\n")
         if _HEADER.match(line):
             if current is not None:
-                frames.append(current)
+                yield current
             current = [line]
         elif current is not None:
             current.append(line)
             if _END.match(line):
-                frames.append(current)
+                yield current
                 current = None
     if current is not None:
-        frames.append(current)
-    return frames
+        yield current
+
+
+def iter_movement(path, on_error: str = "raise", position: dict | None = None):
+    """The frames of one MOVEMENT file, one at a time (see the module doc and :func:`read_movement`).
+
+    ``position``: a dict whose ``"bytes"`` is kept at the number of bytes read so far (progress)."""
+    from mlpot.data.frames import open_counted
+
+    if on_error not in ("raise", "stop"):
+        raise ValueError(f"on_error must be 'raise' or 'stop', got {on_error!r}")
+    path = Path(path)
+    source = str(path)
+    if path.stat().st_size == 0:
+        raise EmptyFileError("file is empty", source)
+    with open_counted(path, position, errors="replace") as fh:
+        first = None
+        for n_line, line in enumerate(fh, start=1):
+            if line.strip():
+                first = (n_line, line)
+                break
+        if first is None:
+            raise EmptyFileError("file is empty", source)
+        if not _HEADER.match(first[1]):
+            raise MovementError(f"line {first[0]}: not a MOVEMENT file (no 'N atoms,Iteration' header)", source)
+        good = 0
+        for index, block in enumerate(_blocks(_chain(first[1], fh))):
+            try:
+                atoms = _parse_frame(block, source, index, path.name)
+            except DataError as exc:
+                if on_error == "stop" and good:
+                    warnings.warn(f"{exc}; keeping the {good} frame(s) before it", stacklevel=2)
+                    return
+                raise
+            good += 1
+            yield atoms
+
+
+def _chain(first: str, rest):
+    yield first
+    yield from rest
 
 
 def read_movement(path, on_error: str = "raise") -> list[Atoms]:
@@ -197,27 +238,7 @@ def read_movement(path, on_error: str = "raise") -> list[Atoms]:
     ``on_error``: ``"raise"`` (default) raises :class:`MovementError` at the first bad frame;
     ``"stop"`` returns the frames before it and warns (none good: the error is raised).
     """
-    if on_error not in ("raise", "stop"):
-        raise ValueError(f"on_error must be 'raise' or 'stop', got {on_error!r}")
-    path = Path(path)
-    source = str(path)
-    text = path.read_text(errors="replace")
-    if not text.strip():
-        raise EmptyFileError("file is empty", source)
-    lines = text.splitlines()
-    first = next(k for k, ln in enumerate(lines) if ln.strip())
-    if not _HEADER.match(lines[first]):
-        raise MovementError(f"line {first + 1}: not a MOVEMENT file (no 'N atoms,Iteration' header)", source)
-    frames = []
-    for index, block in enumerate(_split(lines[first:])):
-        try:
-            frames.append(_parse_frame(block, source, index, path.name))
-        except DataError as exc:
-            if on_error == "stop" and frames:
-                warnings.warn(f"{exc}; keeping the {len(frames)} frame(s) before it", stacklevel=2)
-                break
-            raise
-    return frames
+    return list(iter_movement(path, on_error=on_error))
 
 
 def read_movements(paths, on_error: str = "raise") -> list[Atoms]:
@@ -228,4 +249,4 @@ def read_movements(paths, on_error: str = "raise") -> list[Atoms]:
     return out
 
 
-__all__ = ["read_movement", "read_movements", "is_movement", "MovementError"]
+__all__ = ["read_movement", "read_movements", "iter_movement", "is_movement", "MovementError"]

@@ -1,7 +1,7 @@
 """Test error against training wall time: the :class:`TestCurve` callback (``callbacks=test_curve``).
 
 Every ``every_n_epochs`` epochs and once more at the end of training, the model (in eval mode, rank 0
-only) predicts the test split of the datamodule (its cached records, ``mlpot.training.cache``), and a
+only) predicts the test split of the datamodule (all of it, read batch by batch from disk), and a
 row {epoch, wall_seconds, test energy-per-atom and force RMSE/MAE} is written to
 ``<run_dir>/test_curve.csv``. ``wall_seconds`` is the training time since fit start *without* the time
 spent in these evaluations; with ``exclude_from_max_time`` the same time is also taken off Lightning's
@@ -21,27 +21,27 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 
-from mlpot.training.cache import collate, predict_cached
 from mlpot.training.losses import ErrorAccumulator, errors
 
 COLUMNS = ("epoch", "wall_seconds", "energy_per_atom_rmse", "energy_per_atom_mae", "forces_rmse", "forces_mae",
            "eval_seconds")
 
 
-def evaluate_records(potential, records, batch_size: int = 32, device=None) -> dict[str, float]:
-    """RMSE and MAE (``<quantity>_rmse``, ``<quantity>_mae``, ``<quantity>_count``) of cached records.
+def evaluate_batches(potential, batches, device=None) -> dict[str, float]:
+    """RMSE and MAE (``<quantity>_rmse``, ``<quantity>_mae``, ``<quantity>_count``) over batches (either kind).
 
-    Energies and forces come from one pass of :func:`predict_cached`: it differentiates the energy with
-    respect to the descriptors (autograd on, as it needs), never with respect to the weights, so no
-    parameter gradient is touched and no graph is kept.
+    Energies and forces come from one pass of ``Potential.predict_batch``: it differentiates the energy with
+    respect to the positions or descriptors (autograd on, as it needs), never with respect to the weights,
+    so no parameter gradient is touched and no graph is kept.
     """
+    from lightning_fabric.utilities.apply_func import move_data_to_device
+
     acc = ErrorAccumulator()
-    for k in range(0, len(records), batch_size):
-        batch = collate(records[k : k + batch_size])
+    for batch in batches:
         if device is not None:
-            batch = {key: v.to(device) for key, v in batch.items()}
+            batch = move_data_to_device(batch, device)
         with torch.enable_grad():
-            pred = predict_cached(potential, batch, forces=True)
+            pred = potential.predict_batch(batch, forces=True)
         acc.update(errors({key: v.detach() for key, v in pred.items()}, batch))
     return acc.compute() if acc.sums else {}
 
@@ -99,12 +99,11 @@ class TestCurve(pl.Callback):
             self._record(trainer, pl_module, trainer.current_epoch)
 
     # -- evaluation -----------------------------------------------------------------------------------
-    def _records(self, trainer):
+    def _batches(self, trainer):
         dm = getattr(trainer, "datamodule", None)
-        records = getattr(dm, "records", {}).get("test") if dm is not None else None
-        if not records:
-            raise ValueError("TestCurve needs a datamodule with cached test records (mlpot's AtomsDataModule)")
-        return records
+        if dm is None or not hasattr(dm, "loader"):
+            raise ValueError("TestCurve needs mlpot's AtomsDataModule (its test split, read batch by batch)")
+        return dm.loader("test", batch_size=self.batch_size, rank=0, world=1)
 
     def _record(self, trainer, pl_module, epoch: int) -> None:
         wall = self.wall_seconds()
@@ -114,7 +113,7 @@ class TestCurve(pl.Callback):
             was_training = potential.training
             potential.eval()
             try:
-                m = evaluate_records(potential, self._records(trainer), self.batch_size, pl_module.device)
+                m = evaluate_batches(potential, self._batches(trainer), pl_module.device)
             finally:
                 potential.train(was_training)
             row = {"epoch": int(epoch), "wall_seconds": wall}
@@ -160,4 +159,4 @@ def read_curve(path) -> list[dict]:
                 for row in csv.DictReader(fh)]
 
 
-__all__ = ["TestCurve", "evaluate_records", "read_curve", "COLUMNS"]
+__all__ = ["TestCurve", "evaluate_batches", "read_curve", "COLUMNS"]

@@ -22,7 +22,6 @@ import math
 
 import torch
 
-from mlpot.training.cache import predict_cached
 from mlpot.training.losses import errors
 from mlpot.training.module import PotentialModule
 from mlpot.units import BOHR, HARTREE
@@ -143,13 +142,13 @@ class EKFModule(PotentialModule):
         kf = self._kf()
         params = [p for p in self.potential.parameters()]
         gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self.current_epoch * 10_007 + batch_idx)
-        n_atoms = batch["n_atoms"].to(batch["G"].dtype)
+        n_atoms = batch["n_atoms"].to(self.potential.dtype)
         per = (n_atoms if self.energy_pattern == "per_atom" else torch.ones_like(n_atoms)) / self.energy_weight
         with torch.enable_grad():
             # energy update (all structures of the batch together)
             m = batch["energy_mask"]
             if m.any() and self.weights.energy > 0:
-                pred = predict_cached(self.potential, batch, forces=False)
+                pred = self.potential.predict_batch(batch, forces=False)
                 y = (pred["energy"] / per)[m]
                 xi = (batch["energy"] / per)[m] - y.detach()
                 kf.update(xi, self._jacobian(y, params))
@@ -161,7 +160,7 @@ class EKFModule(PotentialModule):
                             else self.force_ratio * int(batch["n_atoms"].shape[0]))
                 n_updates = int(expected) + int(torch.rand((), generator=gen) < expected - int(expected))
                 for _ in range(n_updates):
-                    pred = predict_cached(self.potential, batch, forces=True, create_graph=True)
+                    pred = self.potential.predict_batch(batch, forces=True, create_graph=True)
                     err = (batch["forces"] - pred["forces"]).detach()
                     flat = torch.where(fmask[:, None].expand(-1, 3), err, torch.zeros_like(err)).reshape(-1)
                     k = self._select(flat, fmask, gen)
@@ -169,7 +168,7 @@ class EKFModule(PotentialModule):
                     kf.update(flat[k : k + 1] * self.force_weight, self._jacobian(y, params))
         # training errors with the updated weights
         with torch.enable_grad():
-            pred = predict_cached(self.potential, batch, forces=True, stress=self.weights.needs_stress())
+            pred = self.potential.predict_batch(batch, forces=True, stress=self.weights.needs_stress())
         self.acc["train"].update(errors(pred, batch))
 
     def _select(self, flat_err: torch.Tensor, fmask: torch.Tensor, gen: torch.Generator) -> int:

@@ -49,15 +49,26 @@ def errors(pred: dict, batch: dict) -> dict[str, torch.Tensor]:
     return out
 
 
-def loss(err: dict, weights: LossWeights) -> torch.Tensor:
-    """Σ_k w_k · mean(err_k²) over the terms present in the batch (missing labels are masked out)."""
+LOSS_TERMS = (("energy_per_atom", "energy"), ("forces", "forces"), ("stress", "stress"),
+              ("atomic_energies", "atomic_energies"))
+
+
+def loss(err: dict, weights: LossWeights, counts: dict | None = None) -> torch.Tensor:
+    """Σ_k w_k · Σ err_k² / N_k over the terms present in the batch (missing labels are masked out).
+
+    N_k is the batch's own number of items (a mean), or with ``counts`` the number over a whole split, so
+    that the losses of the batches of a split add up to the loss of the split as one batch (full-batch
+    L-BFGS over data read in batches); then a batch without any weighted label contributes zero."""
     total = None
-    for key, w in (("energy_per_atom", weights.energy), ("forces", weights.forces), ("stress", weights.stress),
-                   ("atomic_energies", weights.atomic_energies)):
+    for key, attr in LOSS_TERMS:
+        w = getattr(weights, attr)
         if w > 0 and key in err and err[key].numel():
-            term = w * (err[key] ** 2).mean()
+            n = err[key].numel() if counts is None else counts[key]
+            term = w * (err[key] ** 2).sum() / n
             total = term if total is None else total + term
     if total is None:
+        if counts is not None:
+            return torch.zeros(())
         raise MissingLabelError("no frame in this batch has a label that the loss terms use")
     return total
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytorch_lightning as pl
 import torch
 
-from mlpot.training.cache import predict_cached
 from mlpot.training.losses import ErrorAccumulator, LossWeights, errors, loss
 
 
 class PotentialModule(pl.LightningModule):
-    """Trains a :class:`~mlpot.Potential` on cached batches (see ``mlpot.training.cache``).
+    """Trains a :class:`~mlpot.Potential` on batches of either kind (``Potential.predict_batch``: frames, whose
+    forces come from autograd with ``create_graph``, or stored descriptors and pair Jacobians).
 
     ``optimizer`` and ``scheduler`` are partials (Hydra ``_partial_: true``):
     ``optimizer(params)`` and ``scheduler(optimizer)``.
@@ -32,8 +32,8 @@ class PotentialModule(pl.LightningModule):
     def _step(self, batch, stage: str):
         training = stage == "train"
         with torch.enable_grad():
-            pred = predict_cached(self.potential, batch, forces=True, stress=self.weights.needs_stress() or not training,
-                                  create_graph=training)
+            pred = self.potential.predict_batch(batch, forces=True, stress=self.weights.needs_stress() or not training,
+                                                create_graph=training, with_delta=training)
         err = errors(pred, batch)
         self.acc[stage].update(err)
         if training and "penalty" in pred:  # heads with a regulariser on their output (PINN: |δp|²)

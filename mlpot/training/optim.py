@@ -28,6 +28,7 @@ import copy
 import torch
 from pytorch_lightning.utilities import rank_zero_warn
 
+from mlpot.training.losses import errors, loss
 from mlpot.training.module import PotentialModule
 
 
@@ -57,6 +58,7 @@ class LBFGSModule(PotentialModule):
         if self.scheduler_factory is not None:
             raise ValueError("optim=lbfgs takes no learning-rate scheduler (set optim.scheduler=null)")
         self.automatic_optimization = False
+        self.full_split = True  # the data module serves one step per epoch; the closure sums the whole split
         self.warmup_epochs = int(warmup_epochs)
         self.warmup_lr = float(warmup_lr)
         self.n_evaluations = 0  # loss evaluations (closure calls) so far, for reporting
@@ -77,35 +79,73 @@ class LBFGSModule(PotentialModule):
             return [opt, torch.optim.Adam(self.potential.parameters(), lr=self.warmup_lr)]
         return opt
 
+    def _split_closure_pass(self, opt, record: bool):
+        """One evaluation of the full training objective and its gradient, batch by batch: each batch adds its
+        part of Σ_k w_k Σ err² / N_k (N_k over the whole split) and backpropagates it, so that memory is one
+        batch's while the loss and gradient are those of the split as one batch."""
+        from lightning_fabric.utilities.apply_func import move_data_to_device
+
+        dm = self.trainer.datamodule
+        counts = self._counts
+        total = None
+        for batch in dm.split_batches("train"):
+            batch = move_data_to_device(batch, self.device)
+            with torch.enable_grad():
+                pred = self.potential.predict_batch(batch, forces=True, stress=self.weights.needs_stress(),
+                                                    create_graph=True, with_delta=True)
+            err = errors(pred, batch)
+            if record:
+                self.acc["train"].update(err)
+            part = loss(err, self.weights, counts)
+            if "penalty" in pred:  # the head's regulariser, a mean over the split's atoms
+                part = part + pred["penalty"] * (batch["n_atoms"].sum() / counts["atoms"])
+            if part.requires_grad:
+                self.manual_backward(part)
+            part = part.detach().to(self.device)
+            total = part if total is None else total + part
+        return total if total is not None else torch.zeros((), device=self.device)
+
     def training_step(self, batch, batch_idx):
         opts = self.optimizers()
         opts = opts if isinstance(opts, list) else [opts]
         warm = self.current_epoch < self.warmup_epochs
         opt = opts[1] if warm else opts[0]
-        if not warm and not self._warned and self.trainer.num_training_batches > 1:
-            rank_zero_warn(f"L-BFGS on {self.trainer.num_training_batches} batches per epoch: set data.batch_size "
-                           "to at least the number of training frames for full-batch L-BFGS")
-            self._warned = True
         first: dict = {}
+        streamed = "full_split" in batch  # the data module serves one step per epoch; the closure reads the split
+        if streamed and not hasattr(self, "_counts"):
+            dm = self.trainer.datamodule
+            self._counts = {**dm.label_counts("train"), "atoms": int(dm.open_store().n_atoms[dm.splits["train"]].sum())}
+        elif not streamed and not self._warned and self.trainer.num_training_batches > 1:
+            rank_zero_warn(f"L-BFGS on {self.trainer.num_training_batches} batches per epoch: each batch is a step")
+            self._warned = True
 
         def closure():
             opt.zero_grad()
-            value = self._step(batch, "train")
+            if streamed:
+                value = self._split_closure_pass(opt, record=not first)  # backpropagates batch by batch
+            else:
+                value = self._step(batch, "train")
+                self.manual_backward(value)
+                value = value.detach()
             if not first:  # the training metrics are those at the weights before the step
+                first["loss"] = value
                 first["sums"] = copy.deepcopy(self.acc["train"].sums)
-                first["loss"] = value.detach()
             if self.weight_decay > 0:
-                value = value + self.weight_decay * self.l2_norm()
-            self.manual_backward(value)
+                l2 = self.weight_decay * self.l2_norm()
+                self.manual_backward(l2)
+                value = value + l2.detach()
             self.n_evaluations += 1
             return value
 
         params = [p for p in self.potential.parameters() if p.requires_grad]
         before = [p.detach().clone() for p in params]
+        if streamed:
+            self.acc["train"].reset()
         opt.step(closure)
         if not warm and restart_if_stalled(getattr(opt, "optimizer", opt), before, params):
             self.n_restarts += 1
             self.log("train/lbfgs_restarts", float(self.n_restarts), batch_size=1)
-        self.acc["train"].sums = first["sums"]
-        self.log("train/loss_step", first["loss"], batch_size=int(batch["n_atoms"].shape[0]), prog_bar=True)
+        if not streamed:
+            self.acc["train"].sums = first["sums"]
+        self.log("train/loss_step", first["loss"], batch_size=1, prog_bar=True)
         self.log("train/evaluations", float(self.n_evaluations), batch_size=1)

@@ -7,16 +7,17 @@ from pathlib import Path
 
 import torch
 
-from mlpot.training.cache import collate, predict_cached
 
 
-def parity_data(potential, records, batch_size: int = 16) -> dict[str, torch.Tensor]:
-    """(label, prediction) pairs of the records for energy per atom, forces and atomic energies."""
+def parity_data(potential, batches) -> dict[str, torch.Tensor]:
+    """(label, prediction) pairs over batches (either kind) for energy per atom, forces and atomic energies."""
+    from lightning_fabric.utilities.apply_func import move_data_to_device
+
     out = {"energy_per_atom": [], "forces": [], "atomic_energies": []}
-    for k in range(0, len(records), batch_size):
-        batch = collate(records[k : k + batch_size])
+    for batch in batches:
+        batch = move_data_to_device(batch, potential.device)
         with torch.enable_grad():
-            pred = predict_cached(potential, batch, forces=True)
+            pred = potential.predict_batch(batch, forces=True)
         n = batch["n_atoms"].to(pred["energy"].dtype)
         m = batch["energy_mask"]
         out["energy_per_atom"].append(torch.stack([(batch["energy"] / n)[m], (pred["energy"].detach() / n)[m]], 1))
@@ -24,7 +25,7 @@ def parity_data(potential, records, batch_size: int = 16) -> dict[str, torch.Ten
         out["forces"].append(torch.stack([batch["forces"][fm].reshape(-1), pred["forces"].detach()[fm].reshape(-1)], 1))
         am = batch["atomic_energies_mask"]
         out["atomic_energies"].append(torch.stack([batch["atomic_energies"][am], pred["atomic_energies"].detach()[am]], 1))
-    return {k: torch.cat(v).double() for k, v in out.items() if v and torch.cat(v).numel()}
+    return {k: torch.cat(v).double().cpu() for k, v in out.items() if v and torch.cat(v).numel()}
 
 
 def write_metrics(path, metrics: dict) -> None:
