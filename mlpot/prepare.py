@@ -79,6 +79,9 @@ def main(argv=None) -> int:
         return 0
     frames_only = "--frames-only" in args
     overrides = [a for a in args if a != "--frames-only"]
+    from mlpot.system import tune_allocator
+
+    tune_allocator()
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         cfg = compose("train", overrides=overrides)

@@ -142,6 +142,9 @@ def _write_artefacts(cfg, run_dir: Path, dm, module, metrics: dict) -> None:
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
 def main(cfg: DictConfig) -> float | None:
+    from mlpot.system import tune_allocator
+
+    tune_allocator()
     metrics = run(cfg)
     return metrics.get(cfg.get("objective", "val/loss"))
 

@@ -60,3 +60,18 @@ def test_a_layout_that_misses_a_column_is_widened():
     cached = pot.forward_cached(collate(records), forces=True)
     ref = pot(atoms_to_graph(frames, pot.elements, pot.cutoff), forces=True)
     torch.testing.assert_close(cached["forces"].detach(), ref["forces"].detach(), rtol=0, atol=1e-10)
+
+
+def test_pair_sum_jacobian_in_chunks_of_one_atom_is_the_same():
+    """``pair_sum_jacobian`` bounds its working memory by computing ∂G/∂A a chunk of centre atoms at a time;
+    one atom per chunk gives the same J as one chunk for all."""
+    from mlpot.descriptors.bessel import SphericalBessel
+    from mlpot.descriptors.geometry import edge_vectors
+
+    d = SphericalBessel(["Cu", "S"], n_max=3, cutoff=4.0, coupled=True)
+    g = atoms_to_graph(_frames(), ["Cu", "S"], 4.0)
+    vec = edge_vectors(g.positions, g.edge_index, g.shifts, g.cell, g.batch)
+    G1, J1 = d.jacobian(vec, g.species, g.edge_index)
+    G2, J2 = d.jacobian(vec, g.species, g.edge_index, max_bytes=1)
+    torch.testing.assert_close(G1, G2, rtol=0, atol=0)
+    torch.testing.assert_close(J1, J2, rtol=0, atol=1e-14)

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from mlpot.data.jacobians import CHUNK_BYTES, BlockLayout, LayoutError, compute_records, probe_layout
-from mlpot.data.store import FrameStore, StoreError, check_store, file_lock
+from mlpot.data.store import FrameStore, StoreError, check_store, file_lock, remove_stale_partials
 
 log = logging.getLogger(__name__)
 
@@ -149,7 +149,12 @@ class JacobianStore:
         return state
 
     def nbytes(self) -> int:
+        """Size of the file."""
         return self.path.stat().st_size
+
+    def data_bytes(self) -> int:
+        """Bytes of the stored arrays (without HDF5's chunk padding)."""
+        return sum(int(ds.size) * ds.dtype.itemsize for ds in self.h5.values())
 
     def row(self, frame: int) -> int:
         r = int(np.searchsorted(self.frames, frame))
@@ -194,6 +199,7 @@ def open_jacobian_store(store: FrameStore, indices, descriptor, elements_z: list
         jstore = try_open()
         if jstore is not None:
             return jstore
+        remove_stale_partials(path)
         lookup = lookup_table(elements_z)
         layout = probe_layout(descriptor)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")

@@ -82,6 +82,23 @@ def file_lock(path: Path):
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
+def remove_stale_partials(path: Path) -> None:
+    """Delete the temporary files ``.<name>.<pid>.partial`` of ``path`` left by processes that no longer run
+    (a conversion killed mid-way)."""
+    for tmp in path.parent.glob(f".{path.name}.*.partial"):
+        try:
+            pid = int(tmp.name.rsplit(".", 2)[-2])
+        except ValueError:
+            continue
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+        except PermissionError:  # another user's live process
+            pass
+
+
 def content_hashes(files, memo_dir: Path | None = None) -> list[str]:
     """SHA-256 of each file. With ``memo_dir``, hashes of files whose (path, size, mtime) are unchanged since
     the last call are taken from ``<memo_dir>/hashes.json`` instead of re-reading the files."""
@@ -468,6 +485,7 @@ def open_store(sources, cache_dir, keys: LabelKeys | None = None, format: str | 
             return store
         with contextlib.suppress(OSError):
             path.unlink()
+        remove_stale_partials(path)
         log.info("converting %d source file(s) into the frame store %s", len(sources), path)
         convert(sources, path, keys, format, key=key, hashes=hashes)
     return FrameStore(path)
@@ -494,4 +512,4 @@ def is_store_file(path) -> bool:
 
 
 __all__ = ["FrameStore", "StoreError", "open_store", "open_prepared", "convert", "content_hashes", "store_key",
-           "frame_hash", "is_store_file", "STORE_FORMAT", "file_lock"]
+           "frame_hash", "is_store_file", "STORE_FORMAT", "file_lock", "remove_stale_partials"]

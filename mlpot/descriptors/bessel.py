@@ -190,9 +190,11 @@ class SphericalBessel(PairSumDescriptor):
     def radial(self, r: torch.Tensor, derivative: bool = False):
         """g_nl(r) for every channel, (n, n_channels), zero beyond the cutoff; with ``derivative``
         also dg_nl/dr (from j_l'(z) = (l/z) j_l(z) − j_{l+1}(z))."""
-        x = r.to(torch.float64)[:, None] / self.cutoff
+        f64 = torch.float64  # Bessel zeros and normalisations in float64 whatever dtype the module was moved to
+        c1, c2, r1, r2, transform = (t.to(f64) for t in (self.c1, self.c2, self.r1, self.r2, self.transform))
+        x = r.to(f64)[:, None] / self.cutoff
         n_ch = self.chan_l.shape[0]
-        z = x * torch.cat([self.r1, self.r2])
+        z = x * torch.cat([r1, r2])
         order = self.chan_l.repeat(2)
         if derivative:
             j_all = spherical_bessel_orders(torch.cat([order, order + 1]), z.repeat(1, 2))
@@ -200,19 +202,23 @@ class SphericalBessel(PairSumDescriptor):
         else:
             j = spherical_bessel_orders(order, z)
         inside = x < 1.0
-        f = (self.c1 * j[:, :n_ch] - self.c2 * j[:, n_ch:]) / self.cutoff**1.5
-        g = (torch.where(inside, f, torch.zeros_like(f)) @ self.transform.T).to(r.dtype)
+        f = (c1 * j[:, :n_ch] - c2 * j[:, n_ch:]) / self.cutoff**1.5
+        g = (torch.where(inside, f, torch.zeros_like(f)) @ transform.T).to(r.dtype)
         if not derivative:
             return g
         dj = order.to(z.dtype) / z.clamp(min=1e-6) * j - j_next  # d j_l / dz
-        df = (self.c1 * self.r1 * dj[:, :n_ch] - self.c2 * self.r2 * dj[:, n_ch:]) / self.cutoff**2.5
-        dg = (torch.where(inside, df, torch.zeros_like(df)) @ self.transform.T).to(r.dtype)
+        df = (c1 * r1 * dj[:, :n_ch] - c2 * r2 * dj[:, n_ch:]) / self.cutoff**2.5
+        dg = (torch.where(inside, df, torch.zeros_like(df)) @ transform.T).to(r.dtype)
         return g, dg
 
-    def pair_features(self, vec, r, zj):
+    def pair_terms(self, vec, r):
+        """The element-independent part q (P, E) of the pair features (φ = onehot(z_j) ⊗ q)."""
         g = self.radial(r)
         mono = angular_monomials(vec / r[:, None], self.expo, self.n_max)
-        q = g.index_select(1, self.ent_ch) * mono.index_select(1, self.ent_mono)  # (P, E)
+        return g.index_select(1, self.ent_ch) * mono.index_select(1, self.ent_mono)  # (P, E)
+
+    def pair_features(self, vec, r, zj):
+        q = self.pair_terms(vec, r)
         onehot = torch.nn.functional.one_hot(zj, len(self.elements)).to(vec.dtype)
         return (onehot[:, :, None] * q[:, None, :]).reshape(r.shape[0], -1)
 

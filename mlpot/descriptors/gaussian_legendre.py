@@ -123,9 +123,13 @@ class GaussianLegendre(PairSumDescriptor):
         r0, sig = self.centres.to(r.dtype), self.widths.to(r.dtype)
         return torch.exp(-(((r[:, None] - r0) / sig) ** 2)) / r0 * self.fc(r)[:, None]
 
-    def pair_features(self, vec, r, zj):
+    def pair_terms(self, vec, r):
+        """The element-independent part q (P, S·M) of the pair features (φ = onehot(z_j) ⊗ q)."""
         mono = angular_monomials(vec / r[:, None], self.expo, self.max_degree)  # (P, M)
-        q = self.radial(r)[:, :, None] * mono[:, None, :]  # (P, S, M)
+        return (self.radial(r)[:, :, None] * mono[:, None, :]).reshape(r.shape[0], -1)  # (P, S·M)
+
+    def pair_features(self, vec, r, zj):
+        q = self.pair_terms(vec, r).view(r.shape[0], len(self.r0), -1)  # (P, S, M)
         onehot = torch.nn.functional.one_hot(zj, len(self.elements)).to(vec.dtype)
         return (onehot[:, :, None, None] * q[:, None]).reshape(r.shape[0], -1)
 

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from mlpot.descriptors.geometry import edge_vectors
+from mlpot.ops import scatter_sum
 
 
 def monomial_table(max_degree: int):
@@ -74,6 +75,11 @@ class PairSumDescriptor(nn.Module):
       its length, the neighbour's species index);
     * ``combine(A, species) -> (n_atoms, F)``: the descriptor of each atom from its sum A_i
       (row-wise in atoms as well).
+
+    Where φ is a one-hot over the neighbour's element times an element-independent part q (P, E)
+    (φ[p] = e_{z_j} ⊗ q[p], D = n_elements · E), subclasses also define ``pair_terms(vec, r) -> q``: the sums
+    are then accumulated per (atom, neighbour element) row, without the n_elements-fold zeros of φ (memory
+    and time of the autograd path).
     """
 
     def forward(self, positions, species, edge_index, shifts, cell, batch) -> torch.Tensor:
@@ -81,8 +87,14 @@ class PairSumDescriptor(nn.Module):
 
     def atom_sums(self, vec, species, edge_index) -> torch.Tensor:
         i, j = edge_index
-        phi = self.pair_features(vec, torch.linalg.norm(vec, dim=-1), species.index_select(0, j))
-        return vec.new_zeros(species.shape[0], phi.shape[1]).index_add(0, i, phi)
+        r = torch.linalg.norm(vec, dim=-1)
+        zj = species.index_select(0, j)
+        n_atoms, n_el = species.shape[0], len(self.elements)
+        if hasattr(self, "pair_terms"):
+            q = self.pair_terms(vec, r)
+            return scatter_sum(q, i * n_el + zj, n_atoms * n_el).view(n_atoms, n_el * q.shape[1])
+        phi = self.pair_features(vec, r, zj)
+        return scatter_sum(phi, i, n_atoms)
 
     def from_edges(self, vec, species, edge_index) -> torch.Tensor:
         """Descriptors (n_atoms, n_features) from the pair vectors r_ij."""

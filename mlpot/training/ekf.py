@@ -126,6 +126,7 @@ class EKFModule(PotentialModule):
         return getattr(opt, "optimizer", opt)
 
     def on_train_epoch_start(self):
+        super().on_train_epoch_start()
         self._kf().set_epoch(self.current_epoch)
         last = getattr(self, "_last_train", {}) or {}
         self._force_rmse = last.get("train/forces_rmse")

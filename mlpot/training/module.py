@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytorch_lightning as pl
 import torch
 
@@ -65,8 +67,13 @@ class PotentialModule(pl.LightningModule):
         metrics["loss"] = sum(v * metrics.get(f"{k}_rmse", 0.0) ** 2 for k, v in terms.items() if v > 0)
         return {f"{stage}/{k}": v for k, v in metrics.items()}
 
+    def on_train_epoch_start(self):
+        self._epoch_t0 = time.perf_counter()
+
     def on_train_epoch_end(self):
         m = self._finish("train")
+        if getattr(self, "_epoch_t0", None) is not None:  # the training epoch alone (no validation), for throughput
+            m["train/epoch_seconds"] = time.perf_counter() - self._epoch_t0
         self.log_dict({k: v for k, v in m.items() if not k.endswith("_count")}, sync_dist=False)
         self._last_train = m
 
