@@ -1,21 +1,28 @@
-"""Training at scale (issue 16): conversion, store size, peak memory and epoch throughput of both force paths.
+"""Training at scale (issue 16): conversion, store sizes, peak memory and epoch throughput of both force paths.
 
-Generates a three-element alloy set (ASE's EMT for Cu, Ag, Au; random compositions; 108-atom fcc cells,
-strained by up to ±3 % and rattled by 0.1 Å) of N frames, then for each N, descriptor and force path runs
-one epoch of ``mlpot-train`` in a fresh process under ``/usr/bin/time -v`` and prints a table:
+Generates a three-element alloy set (ASE's EMT for Cu, Ag, Au; random compositions; 108-atom fcc cells
+strained by up to ±3 % and rattled by 0.1 Å) of N frames. Then, for each N, descriptor and force path, it runs
+each step in a fresh process under ``/usr/bin/time -v`` and prints one table:
 
-* conversion time and frame-store size (``mlpot-prepare --frames-only``, also under ``time -v``);
-* Jacobian-store size per frame and build time (cached path);
-* peak resident memory of the one-epoch training process (``Maximum resident set size``, which counts the
-  file-backed pages it touched) and that epoch's frames per second (training frames / seconds of the
-  first epoch, from the run's ``history`` timings);
-* beside it, the previous version (``--baseline-ref``, in-memory Jacobian cache) at the sizes where it fits.
+* conversion: ``mlpot-prepare --frames-only`` (seconds, frame-store size, peak RSS);
+* cached path: the Jacobian store's build (``mlpot-prepare training.forces=jacobian``: seconds, MB per frame,
+  peak RSS), skipped where its estimated size exceeds ``--jacobian-max-gb``;
+* one training epoch (``mlpot-train trainer.max_epochs=1``): the process's peak resident memory
+  (``Maximum resident set size``, file-backed pages included) and the training epoch's frames per second
+  (``train/epoch_seconds``, validation excluded);
+* the previous version (``--baseline-ref``: in-memory Jacobian cache, run from a git worktree) beside it, up to
+  ``--baseline-max-n`` frames.
+
+``steps`` mode times training steps in one process on any device (the GPU check): atoms per second and peak
+memory of the on-the-fly path, with torch's ``index_add_`` and with torch-scatter where it is installed.
 
     python scripts/benchmark_training_scale.py --sizes 500 2000 8000 --out outputs/bench_scale
-    python scripts/benchmark_training_scale.py generate --n 500 --out outputs/bench_scale/alloy_500.extxyz
+    python scripts/benchmark_training_scale.py steps --device cuda --sizes 500
+    python scripts/benchmark_training_scale.py generate --n 500 --out outputs/bench_scale
 
-Each training process runs with OMP_NUM_THREADS=1 (one core) unless --threads is given; the load average
-is printed with every row. Run it alone on the machine.
+Every training process gets ``--threads`` torch threads (default 1). Run it alone on the machine: the load
+average is printed with every row. Results accumulate in ``<out>/results.json`` (a second call skips rows
+it has; delete the file to start again).
 """
 
 from __future__ import annotations
@@ -43,7 +50,8 @@ def generate(n: int, out: Path, seed: int = 0) -> Path:
     from ase.calculators.emt import EMT
 
     out = Path(out)
-    if out.exists() and out.with_suffix(".done").exists():
+    done = out.with_name(out.name + ".done")
+    if out.exists() and done.exists():
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
@@ -52,14 +60,11 @@ def generate(n: int, out: Path, seed: int = 0) -> Path:
     t0 = time.perf_counter()
     with open(tmp, "w") as fh:
         for k in range(n):
-            frac = rng.dirichlet(np.ones(3))
-            symbols = rng.choice(ELEMENTS, size=108, p=frac)
-            a0 = float(sum(LATTICE[s] for s in symbols) / len(symbols))
-            atoms = bulk("Cu", "fcc", a=a0, cubic=True).repeat((3, 3, 3))
+            symbols = rng.choice(ELEMENTS, size=108, p=rng.dirichlet(np.ones(3)))
+            atoms = bulk("Cu", "fcc", a=float(np.mean([LATTICE[s] for s in symbols])), cubic=True).repeat((3, 3, 3))
             atoms.set_chemical_symbols(list(symbols))
             strain = np.eye(3) + rng.uniform(-0.03, 0.03, (3, 3))
-            strain = 0.5 * (strain + strain.T)
-            atoms.set_cell(atoms.cell.array @ strain, scale_atoms=True)
+            atoms.set_cell(atoms.cell.array @ (0.5 * (strain + strain.T)), scale_atoms=True)
             atoms.positions += rng.normal(0.0, 0.1, atoms.positions.shape)
             atoms.calc = calc
             e, f, s = atoms.get_potential_energy(), atoms.get_forces(), atoms.get_stress()
@@ -67,10 +72,10 @@ def generate(n: int, out: Path, seed: int = 0) -> Path:
             atoms.info.update(energy=e, stress=s, config_type="alloy")
             atoms.arrays["forces"] = f
             ase.io.write(fh, atoms, format="extxyz")
-            if (k + 1) % 500 == 0:
+            if (k + 1) % 1000 == 0:
                 print(f"  generated {k + 1}/{n} frames ({time.perf_counter() - t0:.0f} s)", flush=True)
     os.replace(tmp, out)
-    out.with_suffix(".done").write_text(str(n))
+    done.write_text(str(n))
     return out
 
 
@@ -79,141 +84,33 @@ def timed(cmd: list[str], env: dict, cwd: Path, log: Path) -> dict:
     t0 = time.perf_counter()
     with open(log, "w") as fh:
         res = subprocess.run(["/usr/bin/time", "-v", *cmd], cwd=cwd, env=env, stdout=fh, stderr=subprocess.STDOUT)
-    wall = time.perf_counter() - t0
     text = log.read_text(errors="replace")
     m = re.search(r"Maximum resident set size \(kbytes\): (\d+)", text)
-    return {"wall": wall, "rss_gb": int(m.group(1)) / 1e6 if m else float("nan"), "rc": res.returncode}
+    return {"wall": time.perf_counter() - t0, "rss_gb": int(m.group(1)) / 1e6 if m else float("nan"),
+            "rc": res.returncode}
 
 
 def env_for(threads: int, pythonpath: Path | None = None) -> dict:
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
-           "PYTHONWARNINGS": "ignore", "HYDRA_FULL_ERROR": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads), "PYTHONWARNINGS": "ignore"}
     if pythonpath is not None:
         env["PYTHONPATH"] = str(pythonpath)
     return env
 
 
-def train_cmd(data: Path, descriptor: str, run_dir: Path, extra: list[str]) -> list[str]:
-    return [sys.executable, "-m", "mlpot.train", "data=xyz", f"data.path={data}", f"descriptor={descriptor}",
-            "trainer.max_epochs=1", "trainer.enable_progress_bar=false", "logger=csv", "export=false",
-            f"run_dir={run_dir}", f"hydra.run.dir={run_dir}", "callbacks=default", *extra]
+def data_overrides(data: Path, desc: str) -> list[str]:
+    return ["data=xyz", f"data.path={data}", f"descriptor={desc}"]
 
 
-def epoch_rate(run_dir: Path, n_train: int) -> tuple[float, float]:
-    """(seconds, training frames per second) of the one training epoch: Lightning's epoch time from the CSV
-    logger is not kept, so the run's ``train_seconds`` (fit, validation included) is used."""
-    m = json.loads((run_dir / "metrics.json").read_text())
-    return m["train_seconds"], n_train / m["train_seconds"]
-
-
-def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("mode", nargs="?", default="run", choices=("run", "generate"))
-    ap.add_argument("--sizes", type=int, nargs="+", default=[500, 2000, 8000])
-    ap.add_argument("--n", type=int, default=500, help="frames (generate)")
-    ap.add_argument("--out", type=Path, default=ROOT / "outputs" / "bench_scale")
-    ap.add_argument("--descriptors", nargs="+", default=["acsf", "bessel_acsf"])
-    ap.add_argument("--paths", nargs="+", default=["jacobian", "autograd"])
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--batch-size", type=int, default=8)
-    ap.add_argument("--baseline-ref", default="cfe6d33", help="git ref of the previous version ('' to skip)")
-    ap.add_argument("--baseline-max-n", type=int, default=500, help="largest N to run the previous version on")
-    ap.add_argument("--jacobian-max-gb", type=float, default=40.0,
-                    help="skip the cached path where its estimated store exceeds this (disk)")
-    args = ap.parse_args(argv)
-    out = args.out.resolve()
-    if args.mode == "generate":
-        generate(args.n, out if out.suffix else out / f"alloy_{args.n}.extxyz")
-        return
-    out.mkdir(parents=True, exist_ok=True)
-    baseline = None
-    if args.baseline_ref:
-        baseline = out / f"baseline_{args.baseline_ref}"
-        if not baseline.exists():
-            subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(baseline), args.baseline_ref],
-                           check=True, capture_output=True)
-    rows = []
-    results = out / "results.json"
-    done = json.loads(results.read_text()) if results.exists() else []
-    key = lambda r: (r["N"], r["descriptor"], r["path"])  # noqa: E731
-    have = {key(r): r for r in done}
-    for n in args.sizes:
-        data = generate(n, out / f"alloy_{n}.extxyz")
-        cache = out / f"cache_{n}"
-        conv = have.get((n, "-", "convert"))
-        if conv is None:
-            log = out / f"convert_{n}.log"
-            r = timed([sys.executable, "-m", "mlpot.prepare", "data=xyz", f"data.path={data}", f"data.cache_dir={cache}",
-                       "--frames-only"], env_for(args.threads), out, log)
-            store = next(cache.glob("frames-*.h5"))
-            conv = {"N": n, "descriptor": "-", "path": "convert", "seconds": r["wall"], "rss_gb": r["rss_gb"],
-                    "store_mb": store.stat().st_size / 1e6, "load": os.getloadavg()[0]}
-            done.append(conv)
-            results.write_text(json.dumps(done, indent=1))
-        print(f"N={n}: conversion {conv['seconds']:.1f} s (process), store {conv['store_mb']:.0f} MB, "
-              f"peak RSS {conv['rss_gb']:.2f} GB", flush=True)
-        n_train = round(0.8 * n)
-        for desc in args.descriptors:
-            variants = [(p, None) for p in args.paths]
-            if baseline is not None and n <= args.baseline_max_n:
-                variants.append(("previous", baseline))
-            for path, pp in variants:
-                if (n, desc, path) in have:
-                    rows.append(have[(n, desc, path)])
-                    continue
-                run_dir = out / f"run_{n}_{desc}_{path}"
-                extra = [f"data.batch_size={args.batch_size}"]
-                row = {"N": n, "descriptor": desc, "path": path}
-                if path == "previous":
-                    cmd = train_cmd(data, desc, run_dir, extra)
-                else:
-                    cmd = train_cmd(data, desc, run_dir, [*extra, f"data.cache_dir={cache}", f"training.forces={path}"])
-                    if path == "jacobian":  # build the store first (timed apart), skip it where it would not fit
-                        prep = [sys.executable, "-m", "mlpot.prepare", "data=xyz", f"data.path={data}",
-                                f"descriptor={desc}", f"data.cache_dir={cache}", "training.forces=jacobian",
-                                f"training.jacobian_budget_gb={args.jacobian_max_gb}"]
-                        est = _estimate(data, desc, cache, args)
-                        row["store_gb_estimate"] = est
-                        if est > args.jacobian_max_gb:
-                            row["skipped"] = f"estimated store {est:.1f} GB > {args.jacobian_max_gb} GB"
-                            print(f"  {desc} {path}: {row['skipped']}", flush=True)
-                            done.append(row)
-                            results.write_text(json.dumps(done, indent=1))
-                            rows.append(row)
-                            continue
-                        r = timed(prep, env_for(args.threads), out, out / f"prepare_{n}_{desc}.log")
-                        jst = next(cache.glob(f"jacobians-*{_desc_hint(desc)}*.h5"), None) if False else None
-                        sizes = sorted(cache.glob("jacobians-*.h5"), key=lambda p: p.stat().st_mtime)
-                        jst = sizes[-1] if sizes else None
-                        row.update(cache_seconds=r["wall"], cache_rss_gb=r["rss_gb"],
-                                   store_mb_per_frame=(jst.stat().st_size / 1e6 / n) if jst else float("nan"))
-                r = timed(cmd, env_for(args.threads, pp), out, out / f"train_{n}_{desc}_{path}.log")
-                row.update(rc=r["rc"], wall=r["wall"], rss_gb=r["rss_gb"], load=os.getloadavg()[0])
-                if r["rc"] == 0:
-                    row["train_seconds"], row["frames_per_s"] = epoch_rate(run_dir, n_train)
-                print(f"  {desc:12s} {path:9s} " + json.dumps({k: v for k, v in row.items()
-                                                               if k not in ("N", "descriptor", "path")}), flush=True)
-                done.append(row)
-                results.write_text(json.dumps(done, indent=1))
-                rows.append(row)
-    print_table(done)
-
-
-def _desc_hint(desc):  # unused helper kept for symmetry with the glob above
-    return desc
-
-
-def _estimate(data: Path, desc: str, cache: Path, args) -> float:
-    """Estimated Jacobian-store size (GB) of the data for a descriptor, from mlpot's own estimate."""
-    code = ("import sys,torch;from hydra import compose,initialize_config_dir;from hydra.utils import instantiate;"
-            "from omegaconf import open_dict;from mlpot.train import CONF_DIR;"
-            "from mlpot.data.datamodule import AtomsDataModule\n"
+def _estimate(data: Path, desc: str, cache: Path, threads: int) -> float:
+    """mlpot's own estimate of the Jacobian store's size (GB), from a sample of neighbour lists."""
+    code = ("import sys,torch;from hydra import compose,initialize_config_dir;from hydra.utils import instantiate\n"
+            "from omegaconf import open_dict;from mlpot.train import CONF_DIR\n"
             "with initialize_config_dir(config_dir=CONF_DIR,version_base='1.3'):\n"
-            f"    cfg=compose('train',overrides=['data=xyz','data.path={data}','descriptor={desc}','data.cache_dir={cache}'])\n"
+            f"    cfg=compose('train',overrides={data_overrides(data, desc) + [f'data.cache_dir={cache}']!r})\n"
             "dm=instantiate(cfg.data);dm.load()\n"
             "with open_dict(cfg): cfg.elements=list(dm.elements)\n"
-            "d=instantiate(cfg.descriptor);print(dm.estimate_jacobian_bytes(d,torch.float32)/1e9)")
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env_for(args.threads))
+            "print(dm.estimate_jacobian_bytes(instantiate(cfg.descriptor),torch.float32)/1e9)")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env_for(threads))
     try:
         return float(res.stdout.strip().splitlines()[-1])
     except (ValueError, IndexError):
@@ -221,24 +118,208 @@ def _estimate(data: Path, desc: str, cache: Path, args) -> float:
         return float("nan")
 
 
-def print_table(done: list[dict]) -> None:
+def _epoch(run_dir: Path) -> float | None:
+    """Seconds of the (first) training epoch from the run's history (validation excluded)."""
+    try:
+        hist = json.loads((run_dir / "history.json").read_text())
+    except (OSError, ValueError):
+        return None
+    for row in hist:
+        if "train/epoch_seconds" in row:
+            return row["train/epoch_seconds"]
+    return None
+
+
+def run_all(args) -> None:
+    out = args.out.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    baseline = None
+    if args.baseline_ref:
+        baseline = out / f"baseline_{args.baseline_ref}"
+        if not baseline.exists():
+            subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(baseline), args.baseline_ref],
+                           check=True, capture_output=True)
+    results = out / "results.json"
+    done = json.loads(results.read_text()) if results.exists() else []
+    have = {(r["N"], r["descriptor"], r["path"]) for r in done}
+
+    def record(row):
+        done.append(row)
+        have.add((row["N"], row["descriptor"], row["path"]))
+        results.write_text(json.dumps(done, indent=1))
+        print("  " + json.dumps(row), flush=True)
+
+    env = env_for(args.threads)
+    for n in args.sizes:
+        data = generate(n, out / f"alloy_{n}.extxyz")
+        cache = out / f"cache_{n}"
+        if (n, "-", "convert") not in have:
+            r = timed([sys.executable, "-m", "mlpot.prepare", "data=xyz", f"data.path={data}",
+                       f"data.cache_dir={cache}", "--frames-only"], env, out, out / f"convert_{n}.log")
+            store = next(cache.glob("frames-*.h5"))
+            record({"N": n, "descriptor": "-", "path": "convert", "seconds": r["wall"], "rss_gb": r["rss_gb"],
+                    "store_mb": store.stat().st_size / 1e6, "load": os.getloadavg()[0]})
+        for desc in args.descriptors:
+            previous = baseline is not None and n <= args.baseline_max_n and desc in args.baseline_descriptors
+            variants = list(args.paths) + (["previous"] if previous else [])
+            for path in variants:
+                if (n, desc, path) in have:
+                    continue
+                run_dir = out / f"run_{n}_{desc}_{path}"
+                row = {"N": n, "descriptor": desc, "path": path}
+                common = [*data_overrides(data, desc), "trainer.max_epochs=1", "trainer.enable_progress_bar=false",
+                          "export=false", f"data.batch_size={args.batch_size}", f"run_dir={run_dir}",
+                          f"hydra.run.dir={run_dir}"]
+                if path == "jacobian":
+                    est = _estimate(data, desc, cache, args.threads)
+                    row["store_gb_estimate"] = est
+                    if not est <= args.jacobian_max_gb:
+                        row["skipped"] = f"estimated Jacobian store {est:.0f} GB > {args.jacobian_max_gb:g} GB"
+                        record(row)
+                        continue
+                    r = timed([sys.executable, "-m", "mlpot.prepare", *data_overrides(data, desc),
+                               f"data.cache_dir={cache}", "training.forces=jacobian"], env, out,
+                              out / f"jacobians_{n}_{desc}.log")
+                    newest = max(cache.glob("jacobians-*.h5"), key=lambda p: p.stat().st_mtime)
+                    row.update(cache_seconds=r["wall"], cache_rss_gb=r["rss_gb"],
+                               store_mb_per_frame=newest.stat().st_size / 1e6 / n)
+                if path == "previous":
+                    cmd, penv = [sys.executable, "-m", "mlpot.train", *common], env_for(args.threads, baseline)
+                else:
+                    cmd = [sys.executable, "-m", "mlpot.train", *common, f"data.cache_dir={cache}",
+                           f"training.forces={path}"]
+                    penv = env
+                r = timed(cmd, penv, out, out / f"train_{n}_{desc}_{path}.log")
+                row.update(rc=r["rc"], wall=r["wall"], rss_gb=r["rss_gb"], load=os.getloadavg()[0])
+                n_train = round(0.8 * n)
+                epoch = _epoch(run_dir)
+                if epoch is None and r["rc"] == 0:  # the previous version logs no epoch time: fit time instead
+                    try:
+                        epoch = json.loads((run_dir / "metrics.json").read_text())["train_seconds"]
+                        row["epoch_includes_validation"] = True
+                    except (OSError, ValueError, KeyError):
+                        epoch = None
+                if epoch:
+                    row.update(epoch_seconds=epoch, frames_per_s=n_train / epoch)
+                record(row)
+    print_table(done, args)
+
+
+def print_table(done: list[dict], args) -> None:
     conv = {r["N"]: r for r in done if r["path"] == "convert"}
-    print("\n| N | conversion (s) | frame store (MB) | descriptor | path | Jacobian store (MB/frame) | store build (s) "
-          "| peak RSS, one epoch (GB) | epoch (s) | train frames/s | load |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    nan = float("nan")
+    print(f"\nmachine: {os.cpu_count()} cores; torch threads per process: {args.threads}; batch size {args.batch_size}")
+    print("\n| N | conversion s | frame store MB | conversion peak RSS GB |")
+    print("|---|---|---|---|")
+    for n, c in sorted(conv.items()):
+        print(f"| {n} | {c['seconds']:.1f} | {c['store_mb']:.0f} | {c['rss_gb']:.2f} |")
+    print("\n| N | descriptor | path | Jacobian store MB/frame | store build s | build peak RSS GB "
+          "| epoch peak RSS GB | epoch s | train frames/s | load |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in done:
         if r["path"] == "convert":
             continue
-        c = conv.get(r["N"], {})
         if "skipped" in r:
-            print(f"| {r['N']} | {c.get('seconds', float('nan')):.1f} | {c.get('store_mb', float('nan')):.0f} | "
-                  f"{r['descriptor']} | {r['path']} | ({r['skipped']}) | | | | | |")
+            print(f"| {r['N']} | {r['descriptor']} | {r['path']} | ({r['skipped']}) | | | | | | |")
             continue
-        print(f"| {r['N']} | {c.get('seconds', float('nan')):.1f} | {c.get('store_mb', float('nan')):.0f} | "
-              f"{r['descriptor']} | {r['path']} | {r.get('store_mb_per_frame', float('nan')):.2f} | "
-              f"{r.get('cache_seconds', float('nan')):.0f} | {r.get('rss_gb', float('nan')):.2f} | "
-              f"{r.get('train_seconds', float('nan')):.0f} | {r.get('frames_per_s', float('nan')):.1f} | "
-              f"{r.get('load', float('nan')):.2f} |")
+        failed = "" if r.get("rc", 0) == 0 else f" (exit {r['rc']})"
+        star = "*" if r.get("epoch_includes_validation") else ""
+        print(f"| {r['N']} | {r['descriptor']} | {r['path']}{failed} | {r.get('store_mb_per_frame', nan):.2f} | "
+              f"{r.get('cache_seconds', nan):.0f} | {r.get('cache_rss_gb', nan):.2f} | {r.get('rss_gb', nan):.2f} | "
+              f"{r.get('epoch_seconds', nan):.1f}{star} | {r.get('frames_per_s', nan):.1f} | {r.get('load', nan):.2f} |")
+    print("\n* the previous version logs no epoch time: its fit time (epoch and validation) is shown")
+
+
+def steps(args) -> None:
+    """Training-step throughput of the on-the-fly path in one process (``--device``), per scatter backend."""
+    import torch
+    from hydra import compose, initialize_config_dir
+    from lightning_fabric.utilities.apply_func import move_data_to_device
+
+    from mlpot.ops import set_scatter_backend
+    from mlpot.system import tune_allocator
+    from mlpot.train import CONF_DIR, build
+    from mlpot.training.losses import errors, loss
+
+    tune_allocator()
+    device = torch.device(args.device)
+    rows = []
+    for n in args.sizes:
+        data = generate(n, args.out.resolve() / f"alloy_{n}.extxyz")
+        for desc in args.descriptors:
+            for backend in args.backends:
+                try:
+                    set_scatter_backend(backend)
+                except ImportError as exc:
+                    rows.append((n, desc, backend, f"not available ({exc})".split(";")[0]))
+                    continue
+                with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+                    cfg = compose("train", overrides=[*data_overrides(data, desc), "training.forces=autograd",
+                                                      f"data.cache_dir={args.out.resolve() / f'cache_{n}'}",
+                                                      f"data.batch_size={args.batch_size}", "run_dir=unused"])
+                dm, pot, module = build(cfg)
+                pot = pot.to(device)
+                opt = torch.optim.AdamW(pot.parameters(), lr=1e-3)
+                loader = iter(dm.loader("train", True))
+                atoms, seconds = 0, 0.0
+                if device.type == "cuda":
+                    torch.cuda.reset_peak_memory_stats(device)
+                for k in range(args.warmup + args.steps):
+                    batch = move_data_to_device(next(loader), device)
+                    if device.type == "cuda":
+                        torch.cuda.synchronize(device)
+                    t0 = time.perf_counter()
+                    pred = pot.predict_batch(batch, forces=True, create_graph=True)
+                    value = loss(errors(pred, batch), module.weights)
+                    opt.zero_grad()
+                    value.backward()
+                    opt.step()
+                    if device.type == "cuda":
+                        torch.cuda.synchronize(device)
+                    if k >= args.warmup:
+                        seconds += time.perf_counter() - t0
+                        atoms += int(batch["n_atoms"].sum())
+                peak = torch.cuda.max_memory_allocated(device) / 1e9 if device.type == "cuda" else float("nan")
+                rows.append((n, desc, backend, f"{atoms / seconds:.0f} atoms/s, {atoms / seconds / 108:.1f} frames/s, "
+                                               f"peak GPU memory {peak:.2f} GB"))
+                print(rows[-1], flush=True)
+                set_scatter_backend("native")
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    print(f"\non-the-fly training steps on {name} (batch {args.batch_size} frames, {args.steps} steps after "
+          f"{args.warmup} warm-up, torch {torch.__version__})")
+    print("| N | descriptor | scatter | result |\n|---|---|---|---|")
+    for r in rows:
+        print("| " + " | ".join(str(x) for x in r) + " |")
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("mode", nargs="?", default="run", choices=("run", "steps", "generate"))
+    ap.add_argument("--sizes", type=int, nargs="+", default=[500, 2000, 8000])
+    ap.add_argument("--n", type=int, default=500, help="frames (generate)")
+    ap.add_argument("--out", type=Path, default=ROOT / "outputs" / "bench_scale")
+    ap.add_argument("--descriptors", nargs="+", default=["acsf", "bessel_acsf"])
+    ap.add_argument("--paths", nargs="+", default=["jacobian", "autograd"])
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--batch-size", type=int, default=4)
+    ap.add_argument("--baseline-ref", default="cfe6d33", help="git ref of the previous version ('' to skip)")
+    ap.add_argument("--baseline-max-n", type=int, default=500, help="largest N to run the previous version on")
+    ap.add_argument("--baseline-descriptors", nargs="+", default=["acsf"],
+                    help="descriptors to run the previous version with (its in-memory cache of bessel_acsf for three "
+                         "elements takes over 7 GB for 4 frames)")
+    ap.add_argument("--jacobian-max-gb", type=float, default=30.0,
+                    help="skip the cached path where its estimated store exceeds this (disk)")
+    ap.add_argument("--device", default="cpu", help="steps mode: cpu or cuda")
+    ap.add_argument("--backends", nargs="+", default=["native", "torch_scatter"], help="steps mode")
+    ap.add_argument("--steps", type=int, default=20, help="steps mode: timed steps")
+    ap.add_argument("--warmup", type=int, default=3, help="steps mode: untimed steps first")
+    args = ap.parse_args(argv)
+    if args.mode == "generate":
+        generate(args.n, args.out / f"alloy_{args.n}.extxyz")
+    elif args.mode == "steps":
+        steps(args)
+    else:
+        run_all(args)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from mlpot.data import atoms_to_graph
-from mlpot.data.jacobians import BlockLayout, LayoutError, collate, flatten_blocks, jacobian_records, probe_layout
+from mlpot.data.jacobians import BlockLayout, LayoutError, collate, jacobian_records, probe_layout, split_blocks
 from tests.helpers import random_cell, random_potential
 
 
@@ -46,7 +46,7 @@ def test_blocks_keep_only_the_columns_a_pair_touches():
     J = torch.zeros(1, d.n_features, 3, dtype=torch.float64)
     J[0, [c for c in range(d.n_features) if c not in layout.columns[1]][0], 0] = 1.0
     with pytest.raises(LayoutError):
-        flatten_blocks(J, torch.tensor([1]), layout)
+        split_blocks(J, torch.tensor([1]), layout)
 
 
 def test_a_layout_that_misses_a_column_is_widened():

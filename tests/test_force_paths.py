@@ -166,8 +166,9 @@ def test_each_rank_reads_only_its_frames(tiny_data, tmp_path, monkeypatch, kind)
     dm.load()
     dm.prepare(build_acsf(dm.elements, cutoff=4.0, radial={"eta": [0.5]}), torch.float64, kind)
     reads = []
-    real = FrameStore.read
+    real, real_batch = FrameStore.read, FrameStore.read_batch
     monkeypatch.setattr(FrameStore, "read", lambda self, k: reads.append(int(k)) or real(self, k))
+    monkeypatch.setattr(FrameStore, "read_batch", lambda self, ks: reads.extend(int(k) for k in ks) or real_batch(self, ks))
     seen = {}
     for split, shuffle in (("train", True), ("test", False)):
         for rank in (0, 1):

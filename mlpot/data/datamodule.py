@@ -28,9 +28,9 @@ import torch
 from ase.data import atomic_numbers, chemical_symbols
 from torch.utils.data import DataLoader
 
-from mlpot.data.datasets import FrameDataset, JacobianDataset, collate_graphs
+from mlpot.data.datasets import FrameDataset, JacobianDataset, collate_graphs, unbatched
 from mlpot.data.frames import LabelKeys
-from mlpot.data.samplers import EpochSampler
+from mlpot.data.samplers import BatchesOf, EpochSampler
 from mlpot.data.store import FrameStore, is_store_file, open_prepared, open_store
 from mlpot.descriptors.geometry import edge_vectors
 from mlpot.errors import DataPathError, MissingLabelError, UnknownElementError
@@ -67,11 +67,13 @@ class AtomsDataModule(pl.LightningDataModule):
     split is that file and validation is carved from the training file (``val_fraction``).
     ``cache_dir``: where frame stores, Jacobian stores and statistics are kept between runs (default
     ``outputs/cache``). ``batch_size``: frames per batch (for full-batch L-BFGS: per forward pass).
+    ``keep_in_memory_gb``: full-batch L-BFGS keeps the training split's batches in memory between its
+    evaluations when they take at most this much (0: always read them again).
     """
 
     def __init__(self, path=None, train_file=None, test_file=None, pattern="*.xyz", format=None, keys=None,
                  split=None, val_fraction=0.1, batch_size=8, elements=None, num_workers=0, builtin=None,
-                 cache_dir=None):
+                 cache_dir=None, keep_in_memory_gb=4.0):
         super().__init__()
         self.path = None if is_builtin(path) else Path(path)
         self.train_file, self.test_file, self.pattern, self.format = train_file, test_file, pattern, format
@@ -90,6 +92,8 @@ class AtomsDataModule(pl.LightningDataModule):
         self.full_split = False  # set for full-batch L-BFGS: one training step per epoch over the whole split
         self._layout = None
         self._sources = None
+        self.keep_in_memory_gb = keep_in_memory_gb
+        self._kept: dict[str, list] = {}
 
     # -- sources, store and splits ----------------------------------------------------------------
     def source_files(self) -> tuple[list[Path], str]:
@@ -329,13 +333,30 @@ class AtomsDataModule(pl.LightningDataModule):
         r, w = self._rank()
         rank, world = (r if rank is None else rank), (w if world is None else world)
         sampler = EpochSampler(len(ds), shuffle, self.split.get("seed", 0), rank, world, pad=shuffle)
-        collate = ds.collate_fn() if isinstance(ds, JacobianDataset) else collate_graphs
-        return DataLoader(ds, batch_size=batch_size or self.batch_size, sampler=sampler, collate_fn=collate,
+        if isinstance(ds, JacobianDataset):  # whole batches read at once (one call per run of consecutive frames)
+            return DataLoader(ds, batch_size=None, sampler=BatchesOf(sampler, batch_size or self.batch_size),
+                              collate_fn=unbatched, num_workers=self.num_workers)
+        return DataLoader(ds, batch_size=batch_size or self.batch_size, sampler=sampler, collate_fn=collate_graphs,
                           num_workers=self.num_workers)
 
     def split_batches(self, split: str):
-        """This process's batches of a split in a fixed order (full-batch L-BFGS sums them)."""
-        yield from self.loader(split, shuffle=False)
+        """This process's batches of a split in a fixed order (full-batch L-BFGS sums them at every evaluation).
+        They are kept in memory after the first pass when they take at most ``keep_in_memory_gb``, else read
+        again each time."""
+        if split in self._kept:
+            yield from self._kept[split]
+            return
+        budget = float(self.keep_in_memory_gb or 0) * 1e9
+        kept, size = [], 0
+        for batch in self.loader(split, shuffle=False):
+            if kept is not None and budget > 0:
+                size += _nbytes(batch)
+                kept = kept + [batch] if size <= budget else None
+            yield batch
+        if kept and size <= budget:
+            log.info("keeping the %s split's %d batches in memory (%.2f GB <= data.keep_in_memory_gb=%g)", split,
+                     len(kept), size / 1e9, self.keep_in_memory_gb)
+            self._kept[split] = kept
 
     def train_dataloader(self):
         if self.full_split:  # one training step per epoch; the step reads the split itself (split_batches)
@@ -347,6 +368,16 @@ class AtomsDataModule(pl.LightningDataModule):
 
     def test_dataloader(self):
         return self.loader("test", False)
+
+
+def _nbytes(batch) -> int:
+    if isinstance(batch, torch.Tensor):
+        return batch.element_size() * batch.numel()
+    if isinstance(batch, dict):
+        return sum(_nbytes(v) for v in batch.values())
+    if isinstance(batch, (list, tuple)):
+        return sum(_nbytes(v) for v in batch)
+    return 0
 
 
 def _default_budget(cache_dir: Path) -> tuple[float, str]:

@@ -19,6 +19,7 @@ from torch.utils.data import Dataset
 
 from mlpot.data.graph import AtomicGraph, merge_graphs
 from mlpot.data.jacobians import collate as collate_jacobians
+from mlpot.data.jacobians import collate_arrays as collate_jacobians_arrays
 from mlpot.data.store import FrameStore
 
 
@@ -52,7 +53,9 @@ class JacobianDataset(Dataset):
     def __len__(self) -> int:
         return len(self.indices)
 
-    def __getitem__(self, k: int) -> dict:
+    def __getitem__(self, k) -> dict:
+        if not isinstance(k, (int, np.integer)):  # a list of positions: the whole batch, collated
+            return self.read_batch(k)
         idx = int(self.indices[k])
         rec = self.jstore.read(idx)
         d = self.store.read(idx)
@@ -71,5 +74,33 @@ class JacobianDataset(Dataset):
     def collate_fn(self):
         return partial(collate_jacobians, layout=self.jstore.layout)
 
+    def read_batch(self, positions) -> dict:
+        """The batch of dataset positions ``positions``, read from both stores with one call per run of consecutive
+        frames, straight into the batch's arrays (its frames in store order)."""
+        from mlpot.data.store import FLAG_BITS
 
-__all__ = ["FrameDataset", "JacobianDataset", "collate_graphs"]
+        idx = np.sort(self.indices[np.asarray(positions, dtype=np.int64)])
+        f = self.store.read_batch(idx)
+        j = self.jstore.read_batch(idx)
+        dt = self.dtype
+        n_atoms = torch.from_numpy(f["n_atoms"])
+        has = {k: torch.from_numpy((f["flags"] >> FLAG_BITS[k]) & 1 == 1) for k in ("energy", "forces", "stress",
+                                                                                   "atomic_energies")}
+        fd, ad = torch.from_numpy(f["frame_data"]), torch.from_numpy(f["atom_data"])
+        labels = {"energy": fd[:, 9].to(dt), "energy_mask": has["energy"],
+                  "stress": fd[:, 10:].reshape(-1, 3, 3).to(dt), "stress_mask": has["stress"],
+                  "forces": ad[:, 3:6].to(dt), "forces_mask": has["forces"].repeat_interleave(n_atoms),
+                  "atomic_energies": ad[:, 6].to(dt),
+                  "atomic_energies_mask": has["atomic_energies"].repeat_interleave(n_atoms)}
+        volume = torch.linalg.det(fd[:, :9].reshape(-1, 3, 3)).abs().to(dt)
+        return collate_jacobians_arrays(self.jstore.layout, species=torch.from_numpy(self.lookup[f["numbers"]]),
+                                        n_atoms=n_atoms, n_pairs=j["n_pairs"], edge_index=j["edge_index"],
+                                        vec=j["vec"], G=j["G"], values=j["J"], volume=volume, labels=labels)
+
+
+def unbatched(batch):
+    """The DataLoader's collate function for datasets that return whole batches."""
+    return batch
+
+
+__all__ = ["FrameDataset", "JacobianDataset", "collate_graphs", "unbatched"]

@@ -22,11 +22,11 @@ import numpy as np
 import torch
 
 from mlpot.data.jacobians import CHUNK_BYTES, BlockLayout, LayoutError, compute_records, probe_layout
-from mlpot.data.store import FrameStore, StoreError, check_store, file_lock, remove_stale_partials
+from mlpot.data.store import FrameStore, StoreError, check_store, file_lock, remove_stale_partials, runs
 
 log = logging.getLogger(__name__)
 
-JACOBIAN_FORMAT = 1
+JACOBIAN_FORMAT = 2  # 2: each frame's rows stored block by block
 DTYPE_NAMES = {torch.float32: "float32", torch.float64: "float64"}
 
 
@@ -161,6 +161,34 @@ class JacobianStore:
         if r >= len(self.frames) or self.frames[r] != frame:
             raise KeyError(f"frame {frame} is not in the Jacobian store {self.path}")
         return r
+
+    def read_batch(self, frames) -> dict:
+        """Frames ``frames`` (frame-store indices, ascending) as concatenated arrays read with one call per run
+        of consecutive rows: G (A, F), edge_index (2, P; frame-local), vec (P, 3), J (V,), n_pairs (B,)."""
+        rows = np.searchsorted(self.frames, np.asarray(frames, dtype=np.int64))
+        if np.any(self.frames[np.minimum(rows, len(self.frames) - 1)] != frames):
+            raise KeyError(f"frames missing from the Jacobian store {self.path}")
+        off = self.offsets
+        n_atoms, n_pairs, n_vals = (np.diff(off[k])[rows] for k in ("atom", "pair", "value"))
+        h5 = self.h5
+        np_dtype = np.float32 if self.dtype == torch.float32 else np.float64
+        G = np.empty((int(n_atoms.sum()), h5["G"].shape[1]), dtype=np_dtype)
+        edges = np.empty((int(n_pairs.sum()), 2), dtype=np.int32)
+        vec = np.empty((int(n_pairs.sum()), 3), dtype=np_dtype)
+        J = np.empty(int(n_vals.sum()), dtype=np_dtype)
+        a = p = v = 0
+        for r0, r1, _ in runs(rows):
+            a0, a1 = int(off["atom"][r0]), int(off["atom"][r1])
+            p0, p1 = int(off["pair"][r0]), int(off["pair"][r1])
+            v0, v1 = int(off["value"][r0]), int(off["value"][r1])
+            h5["G"].read_direct(G, np.s_[a0:a1], np.s_[a : a + a1 - a0])
+            h5["edge_index"].read_direct(edges, np.s_[p0:p1], np.s_[p : p + p1 - p0])
+            h5["vec"].read_direct(vec, np.s_[p0:p1], np.s_[p : p + p1 - p0])
+            if v1 > v0:
+                h5["J"].read_direct(J, np.s_[v0:v1], np.s_[v : v + v1 - v0])
+            a, p, v = a + a1 - a0, p + p1 - p0, v + v1 - v0
+        return {"G": torch.from_numpy(G), "edge_index": torch.from_numpy(edges.T.astype(np.int64)),
+                "vec": torch.from_numpy(vec), "J": torch.from_numpy(J), "n_pairs": torch.from_numpy(n_pairs)}
 
     def read(self, frame: int) -> dict:
         """G, edge_index, vec and J of one frame (index into the frame store) as tensors."""

@@ -122,13 +122,11 @@ def pair_blocks(species: torch.Tensor, edge_index: torch.Tensor, n_elements: int
     return species.index_select(0, edge_index[0]) * n_elements + species.index_select(0, edge_index[1])
 
 
-def flatten_blocks(J: torch.Tensor, block: torch.Tensor, layout: BlockLayout) -> torch.Tensor:
-    """The blocked values of dense pair Jacobians J (P, F, 3), flat in pair order (each pair's
-    ``width(block) × 3`` values); raises :class:`LayoutError` for a non-zero value outside a block."""
-    widths = layout.widths().to(J.device)
-    w = widths.index_select(0, block) * 3
-    off = torch.cumsum(w, 0) - w
-    out = J.new_empty(int(w.sum()))
+def split_blocks(J: torch.Tensor, block: torch.Tensor, layout: BlockLayout):
+    """Dense pair Jacobians J (P, F, 3) as blocks: ``[(b, pairs of block b (ascending), their rows
+    (P_b, width_b, 3))]`` for the blocks present; raises :class:`LayoutError` for a non-zero value outside a
+    block (so the blocking never drops a term)."""
+    out = []
     for b in torch.unique(block).tolist():
         cols = layout.columns[b]
         ps = torch.nonzero(block == b).squeeze(1)
@@ -138,13 +136,8 @@ def flatten_blocks(J: torch.Tensor, block: torch.Tensor, layout: BlockLayout) ->
         if not bool(inside.all()):
             outside = (sub[:, ~inside] != 0).any(0).any(-1)
             if bool(outside.any()):
-                missed = torch.nonzero(~inside).squeeze(1)[outside].tolist()
-                raise LayoutError(b, missed)
-        if not cols:
-            continue
-        kept = sub.index_select(1, torch.tensor(cols, device=J.device)).reshape(ps.shape[0], -1)
-        idx = off.index_select(0, ps)[:, None] + torch.arange(len(cols) * 3, device=J.device)
-        out[idx.reshape(-1)] = kept.reshape(-1)
+                raise LayoutError(b, torch.nonzero(~inside).squeeze(1)[outside].tolist())
+        out.append((b, ps, sub.index_select(1, torch.tensor(cols, dtype=torch.long, device=J.device))))
     return out
 
 
@@ -163,7 +156,9 @@ def _chunks(center: torch.Tensor, n_atoms: int, max_pairs: int):
 
 
 def _group_records(descriptor, graphs: list[AtomicGraph], layout: BlockLayout, dtype, chunk_bytes: int):
-    """Records (without labels) of one group of single-structure graphs."""
+    """Records (without labels) of one group of single-structure graphs. A record's ``J`` holds its pairs' rows
+    block by block (all pairs of block 0 in pair order, then block 1, ...), so that a batch gathers each
+    block's rows by slicing."""
     g = merge_graphs(graphs)
     pos, cell = g.positions.to(dtype), g.cell.to(dtype)
     vec = edge_vectors(pos, g.edge_index, g.shifts.to(dtype), cell, g.batch)
@@ -172,29 +167,34 @@ def _group_records(descriptor, graphs: list[AtomicGraph], layout: BlockLayout, d
     itemsize = torch.empty((), dtype=dtype).element_size()
     max_pairs = max(1, chunk_bytes // (F * 3 * itemsize * 3))  # J, its blocked copy and temporaries
     G = torch.zeros(n_atoms, F, dtype=dtype)
-    flats = []
     block = pair_blocks(g.species, g.edge_index, layout.n_elements)
     i = g.edge_index[0]
+    pair_struct = g.batch.index_select(0, i)
+    segments: dict = {}  # (structure, block) -> row pieces in pair order
     with torch.no_grad():
         for a0, a1, p0, p1 in _chunks(i, n_atoms, max_pairs):
             Gc, Jc = descriptor.jacobian(vec[p0:p1], g.species, g.edge_index[:, p0:p1])
             G[a0:a1] = Gc[a0:a1].to(dtype)
-            flats.append(flatten_blocks(Jc.to(dtype), block[p0:p1], layout))
+            for b, ps, rows in split_blocks(Jc.to(dtype), block[p0:p1], layout):
+                fr = pair_struct.index_select(0, ps + p0)  # non-decreasing: a structure's rows are consecutive
+                first = int(fr[0])
+                counts = torch.bincount(fr - first).tolist()
+                for s, piece in zip(range(first, first + len(counts)), rows.split(counts)):
+                    if piece.shape[0]:
+                        segments.setdefault((s, b), []).append(piece)
             del Jc
-    J = torch.cat(flats) if flats else torch.zeros(0, dtype=dtype)
-    widths3 = layout.widths().index_select(0, block) * 3
-    pair_struct = g.batch.index_select(0, i)
     pairs_per = torch.bincount(pair_struct, minlength=g.n_structures).tolist()
-    vals_per = torch.zeros(g.n_structures, dtype=torch.long).index_add(0, pair_struct, widths3).tolist()
     atoms_per = g.n_atoms.tolist()
     out = []
-    a = p = v = 0
+    a = p = 0
+    empty = torch.zeros(0, dtype=dtype)
     for s in range(g.n_structures):
-        na, npr, nv = atoms_per[s], pairs_per[s], vals_per[s]
+        na, npr = atoms_per[s], pairs_per[s]
+        parts = [torch.cat(segments.pop((s, b))).reshape(-1) for b in range(layout.n_blocks) if (s, b) in segments]
         out.append({"species": g.species[a : a + na], "G": G[a : a + na],
-                    "edge_index": g.edge_index[:, p : p + npr] - a, "vec": vec[p : p + npr], "J": J[v : v + nv],
-                    "n_atoms": torch.tensor(na)})
-        a, p, v = a + na, p + npr, v + nv
+                    "edge_index": g.edge_index[:, p : p + npr] - a, "vec": vec[p : p + npr],
+                    "J": torch.cat(parts) if parts else empty, "n_atoms": torch.tensor(na)})
+        a, p = a + na, p + npr
     return out
 
 
@@ -245,57 +245,56 @@ def jacobian_records(descriptor, frames, elements, cutoff, dtype=torch.float32, 
 
 
 def collate(records: list[dict], layout: BlockLayout | None = None) -> dict:
-    """A batch for ``Potential.forward_cached``: atoms, pairs and structures concatenated, pairs regrouped
-    by element block (``J``: a tuple of (P_b, width_b, 3), ``J_columns``: their columns or None; ``J_order``: the pairs
-    of the blocks in turn, ``J_inverse`` its inverse; both None for one block). The pair list itself stays sorted
-    by centre atom, as descriptors and geometric heads expect."""
+    """A batch for ``Potential.forward_cached`` from records (see :func:`collate_arrays`)."""
     layout = layout or records[0]["layout"]
-    n_atoms = torch.stack([r["n_atoms"] for r in records])
+    labels = {}
+    for name in LABEL_FIELDS:
+        stack = torch.stack if name in ("energy", "stress") else torch.cat
+        labels[name] = stack([r[name] for r in records])
+        labels[name + "_mask"] = stack([r[name + "_mask"] for r in records])
+    return collate_arrays(
+        layout, species=torch.cat([r["species"] for r in records]),
+        n_atoms=torch.stack([r["n_atoms"] for r in records]),
+        n_pairs=torch.tensor([r["edge_index"].shape[1] for r in records]),
+        edge_index=torch.cat([r["edge_index"] for r in records], dim=1), vec=torch.cat([r["vec"] for r in records]),
+        G=torch.cat([r["G"] for r in records]), values=torch.cat([r["J"] for r in records]),
+        volume=torch.stack([r["volume"] for r in records]), labels=labels)
+
+
+def collate_arrays(layout: BlockLayout, species, n_atoms, n_pairs, edge_index, vec, G, values, volume,
+                   labels: dict) -> dict:
+    """A batch for ``Potential.forward_cached`` from the concatenated arrays of its frames (``edge_index``
+    frame-local, ``values`` each frame's blocked rows block by block): atom indices offset per frame, ``J`` a
+    tuple of (P_b, width_b, 3), one per element block present, ``J_columns`` their columns (None: all),
+    ``J_order`` the pairs the blocks hold in turn and ``J_inverse`` its inverse (both None for one block). The
+    pair list itself stays sorted by centre atom, as descriptors and geometric heads expect."""
+    B = int(n_atoms.shape[0])
     atom_off = torch.cumsum(n_atoms, 0) - n_atoms
-    n_pairs = torch.tensor([r["edge_index"].shape[1] for r in records])
-    species = torch.cat([r["species"] for r in records])
-    edge_index = torch.cat([r["edge_index"] + off for r, off in zip(records, atom_off.tolist())], dim=1)
-    vec = torch.cat([r["vec"] for r in records])
-    values = torch.cat([r["J"] for r in records])
-    pair_batch = torch.repeat_interleave(torch.arange(len(records)), n_pairs)
+    pair_batch = torch.repeat_interleave(torch.arange(B), n_pairs)
+    edge_index = edge_index + atom_off.index_select(0, pair_batch)[None, :]
     block = pair_blocks(species, edge_index, layout.n_elements)
     widths = layout.widths()
     cols = layout.column_tensors()
-    present = torch.unique(block).tolist()
+    counts = torch.bincount(pair_batch * layout.n_blocks + block, minlength=B * layout.n_blocks)
+    counts = counts.view(B, layout.n_blocks)
+    present = torch.nonzero(counts.sum(0)).squeeze(1).tolist()
     order = inverse = None
-    if len(present) == 1:  # one block: the values are already (P, width, 3) in pair order
+    if len(present) == 1:  # one block: the rows are (P, width, 3) in pair order
         b = present[0]
         blocks, columns = (values.view(-1, len(layout.columns[b]), 3),), (cols[b],)
     else:
+        sizes = (counts * widths * 3).reshape(-1).tolist()
+        pieces = values.split(sizes)  # (frame, block) segments, frame by frame
+        blocks = tuple(torch.cat([pieces[f * layout.n_blocks + b] for f in range(B)]).view(-1, len(layout.columns[b]), 3)
+                       for b in present)
+        columns = tuple(cols[b] for b in present)
         order = torch.argsort(block, stable=True)
-        counts = torch.bincount(block, minlength=layout.n_blocks)
-        w3 = widths.index_select(0, block) * 3
-        off = torch.cumsum(w3, 0) - w3
-        blocks, columns, start = [], [], 0
-        for b in range(layout.n_blocks):
-            nb = int(counts[b])
-            if nb == 0:
-                continue
-            ps = order[start : start + nb]
-            start += nb
-            wb = int(widths[b])
-            idx = off.index_select(0, ps)[:, None] + torch.arange(wb * 3)
-            blocks.append(values[idx.reshape(-1)].view(nb, wb, 3))
-            columns.append(cols[b])
-        blocks, columns = tuple(blocks), tuple(columns)
         inverse = torch.empty_like(order)
         inverse[order] = torch.arange(order.shape[0])
-    out = {
-        "species": species, "edge_index": edge_index, "vec": vec, "G": torch.cat([r["G"] for r in records]),
-        "J": blocks, "J_columns": columns, "J_order": order, "J_inverse": inverse,
-        "volume": torch.stack([r["volume"] for r in records]),
-        "n_atoms": n_atoms, "batch": torch.repeat_interleave(torch.arange(len(records)), n_atoms),
-        "pair_batch": pair_batch,
-    }
-    for name in LABEL_FIELDS:
-        stack = torch.stack if name in ("energy", "stress") else torch.cat
-        out[name] = stack([r[name] for r in records])
-        out[name + "_mask"] = stack([r[name + "_mask"] for r in records])
+    out = {"species": species, "edge_index": edge_index, "vec": vec, "G": G, "J": blocks, "J_columns": columns,
+           "J_order": order, "J_inverse": inverse, "volume": volume, "n_atoms": n_atoms,
+           "batch": torch.repeat_interleave(torch.arange(B), n_atoms), "pair_batch": pair_batch}
+    out.update(labels)
     return out
 
 
@@ -306,5 +305,5 @@ def estimate_bytes(layout: BlockLayout, pair_counts: torch.Tensor, n_atoms: int,
     return j + n_atoms * layout.n_features * itemsize + pairs * (3 * itemsize + 8)
 
 
-__all__ = ["BlockLayout", "LayoutError", "probe_layout", "flatten_blocks", "compute_records", "jacobian_records",
-           "collate", "with_labels", "pair_blocks", "estimate_bytes", "CHUNK_BYTES"]
+__all__ = ["BlockLayout", "LayoutError", "probe_layout", "split_blocks", "compute_records", "jacobian_records",
+           "collate", "collate_arrays", "with_labels", "pair_blocks", "estimate_bytes", "CHUNK_BYTES"]

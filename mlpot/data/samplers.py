@@ -42,3 +42,22 @@ class EpochSampler(Sampler):
         if self.pad and self.world_size > 1:
             return math.ceil(self.n / self.world_size)
         return len(range(self.rank, self.n, self.world_size))
+
+
+class BatchesOf(Sampler):
+    """Lists of ``batch_size`` consecutive indices of ``sampler`` (the last one shorter), for datasets that read
+    a whole batch at once; ``set_epoch`` reaches the inner sampler (Lightning calls it every epoch)."""
+
+    def __init__(self, sampler: EpochSampler, batch_size: int):
+        self.sampler, self.batch_size = sampler, int(batch_size)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.sampler.set_epoch(epoch)
+
+    def __iter__(self):  # a generator: the order is drawn at the first batch, after Lightning's set_epoch
+        order = list(self.sampler)
+        for k in range(0, len(order), self.batch_size):
+            yield order[k : k + self.batch_size]
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.sampler) / self.batch_size)

@@ -385,6 +385,25 @@ class FrameStore:
             "atomic_energies": atom[:, 6] if bit("atomic_energies") else None,
         }
 
+    def read_batch(self, indices) -> dict:
+        """Frames ``indices`` (ascending) as concatenated arrays, read with one call per run of consecutive
+        frames straight into the output: numbers (A,), atom_data (A, 7), frame_data (B, 19), flags (B,),
+        n_atoms (B,)."""
+        indices = np.asarray(indices, dtype=np.int64)
+        n_atoms = self.n_atoms[indices]
+        h5 = self.h5
+        out = {"numbers": np.empty(int(n_atoms.sum()), dtype=np.uint8),
+               "atom_data": np.empty((int(n_atoms.sum()), 7)), "frame_data": np.empty((len(indices), 19)),
+               "flags": self.flags[indices], "n_atoms": n_atoms}
+        a = 0
+        for k0, k1, f0 in runs(indices):
+            a0, a1 = int(self.offsets[k0]), int(self.offsets[k1])
+            h5["numbers"].read_direct(out["numbers"], np.s_[a0:a1], np.s_[a : a + a1 - a0])
+            h5["atom_data"].read_direct(out["atom_data"], np.s_[a0:a1], np.s_[a : a + a1 - a0])
+            h5["frame_data"].read_direct(out["frame_data"], np.s_[k0:k1], np.s_[f0 : f0 + k1 - k0])
+            a += a1 - a0
+        return out
+
     def graph(self, k: int, lookup: np.ndarray, cutoff: float, dtype=None, labels: bool = True):
         """Frame ``k`` as a single-structure graph with its neighbour list (``lookup``: atomic number → species
         index), float64 unless ``dtype``; errors name the source file and frame."""
@@ -440,6 +459,17 @@ class FrameStore:
             f0, f1 = int(frames[0]), int(frames[-1]) + 1
             counts[f0:f1] += np.bincount((frames - f0) * m + z, minlength=(f1 - f0) * m).reshape(f1 - f0, m)
         return counts[:, : len(elements)]
+
+
+def runs(indices: np.ndarray):
+    """(first, last + 1, position) of each run of consecutive values in ascending ``indices``."""
+    if len(indices) == 0:
+        return
+    breaks = np.flatnonzero(np.diff(indices) != 1) + 1
+    starts = np.concatenate([[0], breaks])
+    ends = np.concatenate([breaks, [len(indices)]])
+    for s, e in zip(starts.tolist(), ends.tolist()):
+        yield int(indices[s]), int(indices[e - 1]) + 1, s
 
 
 def check_store(h5, path: Path, what: str, fmt: int = STORE_FORMAT) -> None:
