@@ -116,6 +116,11 @@ def run(cfg: DictConfig) -> dict:
     has_best = any(getattr(cb, "best_model_path", "") for cb in trainer.checkpoint_callbacks)
     trainer.test(module, datamodule=dm, ckpt_path="best" if has_best else None, verbose=False)
     metrics = {**module.test_results, "train_seconds": train_seconds, "epochs": trainer.current_epoch}
+    import resource
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6  # kB → GB (Linux)
+    log.info("process %d of %d: peak resident memory %.2f GB", trainer.global_rank, trainer.world_size, peak)
+    metrics["peak_rss_gb"] = peak
     if module.history:
         last = module.history[-1]
         metrics.update({k: v for k, v in last.items() if k.startswith(("train/", "val/"))})

@@ -63,8 +63,8 @@ def test_a_layout_that_misses_a_column_is_widened():
 
 
 def test_pair_sum_jacobian_in_chunks_of_one_atom_is_the_same():
-    """``pair_sum_jacobian`` bounds its working memory by computing ∂G/∂A a chunk of centre atoms at a time;
-    one atom per chunk gives the same J as one chunk for all."""
+    """``pair_sum_jacobian`` bounds its working memory by working a chunk of centre atoms at a time; one atom per
+    chunk gives the same J as one chunk for all, and forward mode (the default) the same as reverse mode."""
     from mlpot.descriptors.bessel import SphericalBessel
     from mlpot.descriptors.geometry import edge_vectors
 
@@ -75,3 +75,9 @@ def test_pair_sum_jacobian_in_chunks_of_one_atom_is_the_same():
     G2, J2 = d.jacobian(vec, g.species, g.edge_index, max_bytes=1)
     torch.testing.assert_close(G1, G2, rtol=0, atol=0)
     torch.testing.assert_close(J1, J2, rtol=0, atol=1e-14)
+    from mlpot.descriptors.pairsum import pair_sum_jacobian
+
+    phi, dphi = d.pair_features_and_grad(vec, torch.linalg.norm(vec, dim=-1), g.species[g.edge_index[1]])
+    combine = lambda a, rows: d.combine(a, g.species[rows])  # noqa: E731
+    _, J3 = pair_sum_jacobian(phi, dphi, combine, g.edge_index[0], g.species.shape[0], mode="vjp")
+    torch.testing.assert_close(J1, J3, rtol=0, atol=1e-13)
