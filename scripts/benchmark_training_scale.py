@@ -130,6 +130,21 @@ def _epoch(run_dir: Path) -> float | None:
     return None
 
 
+def _timings(run_dir: Path, n_train: int) -> dict:
+    """fit_seconds (the epoch and its validation, both versions log it) and epoch_seconds (the training epoch
+    alone, where the version logs it), with training frames per second of each."""
+    out = {}
+    try:
+        fit = json.loads((run_dir / "metrics.json").read_text())["train_seconds"]
+        out.update(fit_seconds=fit, fit_frames_per_s=n_train / fit)
+    except (OSError, ValueError, KeyError):
+        pass
+    epoch = _epoch(run_dir)
+    if epoch:
+        out.update(epoch_seconds=epoch, frames_per_s=n_train / epoch)
+    return out
+
+
 def run_all(args) -> None:
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -191,16 +206,7 @@ def run_all(args) -> None:
                     penv = env
                 r = timed(cmd, penv, out, out / f"train_{n}_{desc}_{path}.log")
                 row.update(rc=r["rc"], wall=r["wall"], rss_gb=r["rss_gb"], load=os.getloadavg()[0])
-                n_train = round(0.8 * n)
-                epoch = _epoch(run_dir)
-                if epoch is None and r["rc"] == 0:  # the previous version logs no epoch time: fit time instead
-                    try:
-                        epoch = json.loads((run_dir / "metrics.json").read_text())["train_seconds"]
-                        row["epoch_includes_validation"] = True
-                    except (OSError, ValueError, KeyError):
-                        epoch = None
-                if epoch:
-                    row.update(epoch_seconds=epoch, frames_per_s=n_train / epoch)
+                row.update(_timings(run_dir, round(0.8 * n)))
                 record(row)
     print_table(done, args)
 
@@ -214,7 +220,7 @@ def print_table(done: list[dict], args) -> None:
     for n, c in sorted(conv.items()):
         print(f"| {n} | {c['seconds']:.1f} | {c['store_mb']:.0f} | {c['rss_gb']:.2f} |")
     print("\n| N | descriptor | path | Jacobian store MB/frame | store build s | build peak RSS GB "
-          "| epoch peak RSS GB | epoch s | train frames/s | load |")
+          "| epoch peak RSS GB | epoch s (train frames/s) | epoch + validation s (train frames/s) | load |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for r in done:
         if r["path"] == "convert":
@@ -223,11 +229,13 @@ def print_table(done: list[dict], args) -> None:
             print(f"| {r['N']} | {r['descriptor']} | {r['path']} | ({r['skipped']}) | | | | | | |")
             continue
         failed = "" if r.get("rc", 0) == 0 else f" (exit {r['rc']})"
-        star = "*" if r.get("epoch_includes_validation") else ""
+        epoch = (f"{r['epoch_seconds']:.1f} ({r['frames_per_s']:.1f})" if "epoch_seconds" in r else "n/a")
+        fit = (f"{r['fit_seconds']:.1f} ({r['fit_frames_per_s']:.1f})" if "fit_seconds" in r else "n/a")
         print(f"| {r['N']} | {r['descriptor']} | {r['path']}{failed} | {r.get('store_mb_per_frame', nan):.2f} | "
               f"{r.get('cache_seconds', nan):.0f} | {r.get('cache_rss_gb', nan):.2f} | {r.get('rss_gb', nan):.2f} | "
-              f"{r.get('epoch_seconds', nan):.1f}{star} | {r.get('frames_per_s', nan):.1f} | {r.get('load', nan):.2f} |")
-    print("\n* the previous version logs no epoch time: its fit time (epoch and validation) is shown")
+              f"{epoch} | {fit} | {r.get('load', nan):.2f} |")
+    print("\nprevious: the version before the stores (in-memory Jacobian cache, built in the same process: its "
+          "epoch peak RSS includes it)")
 
 
 def steps(args) -> None:

@@ -23,6 +23,7 @@ def test_lbfgs_reduces_the_loss_and_writes_metrics(tiny_data, tmp_path):
     hist = json.loads((tmp_path / "history.json").read_text())
     assert len(hist) == 4
     rows = [row for row in hist if "train/loss" in row]  # training errors at the weights before each step
+    assert len(rows) == len(hist)  # every epoch's row pairs its validation with its own training metrics
     train = [row["train/loss"] for row in rows]
     val = [row["val/loss"] for row in hist]
     assert len(train) >= 3

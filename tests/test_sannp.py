@@ -95,13 +95,15 @@ def test_plateau_switch_and_monitor_reset():
     opt.param_groups[0]["lr"] = 0.01  # decayed during stage 1
     values = [0.10, 0.05, 0.0499, 0.0498]  # the last two improve by less than 1 %: switch after epoch 3
     for epoch, v in enumerate(values):
-        module.history.append({"epoch": epoch})
+        module.epoch_row = {}  # the module's row of this epoch (appended to its history at the training epoch's end)
         trainer.current_epoch = epoch
         trainer.callback_metrics = {"val/atomic_energies_rmse": torch.tensor(v), "val/loss": torch.tensor(v * v),
                                     "val/forces_rmse": torch.tensor(0.2), "val/energy_per_atom_rmse": torch.tensor(0.01)}
         sched.on_validation_end(trainer, module)
         assert sched.stage == (2 if epoch == 3 else 1), epoch
+        module.history.append({"epoch": epoch, **module.epoch_row})
     assert [h["stage"] for h in module.history] == [1, 1, 1, 1] and sched.switch_epoch == 3
+    assert "val/loss_stage2" in module.history[3]
     assert vars(module.weights) == {"energy": 10, "forces": 1, "stress": 0, "atomic_energies": 10}
     expected = 10 * 0.0498**2 + 0.2**2 + 10 * 0.01**2
     assert float(trainer.callback_metrics["val/loss"]) == pytest.approx(expected, rel=1e-5)

@@ -73,7 +73,7 @@ class AtomsDataModule(pl.LightningDataModule):
 
     def __init__(self, path=None, train_file=None, test_file=None, pattern="*.xyz", format=None, keys=None,
                  split=None, val_fraction=0.1, batch_size=8, elements=None, num_workers=0, builtin=None,
-                 cache_dir=None, keep_in_memory_gb=4.0):
+                 cache_dir=None, keep_in_memory_gb=2.0):
         super().__init__()
         self.path = None if is_builtin(path) else Path(path)
         self.train_file, self.test_file, self.pattern, self.format = train_file, test_file, pattern, format
@@ -288,12 +288,14 @@ class AtomsDataModule(pl.LightningDataModule):
         progress = Progress("descriptor statistics of the training split", total=len(train))
 
         def chunks():
-            if self.kind == "jacobian" and self.jstore is not None:
+            if self.kind == "jacobian" and self.jstore is not None:  # G as stored, 256 frames per read
                 lookup = self.lookup()
-                for k in train:
-                    G = self.jstore.read(int(k))["G"]
-                    yield G, torch.from_numpy(lookup[store.read(int(k))["numbers"]])
-                    progress.update()
+                ordered = np.sort(train)
+                for k0 in range(0, len(ordered), 256):
+                    part = ordered[k0 : k0 + 256]
+                    numbers = store.read_batch(part)["numbers"]
+                    yield self.jstore.read_descriptors(part), torch.from_numpy(lookup[numbers])
+                    progress.update(len(part))
                 return
             loader = DataLoader(FrameDataset(store, train, self.lookup(), descriptor.cutoff, dtype),
                                 batch_size=max(self.batch_size, 1), collate_fn=collate_graphs,

@@ -190,6 +190,19 @@ class JacobianStore:
         return {"G": torch.from_numpy(G), "edge_index": torch.from_numpy(edges.T.astype(np.int64)),
                 "vec": torch.from_numpy(vec), "J": torch.from_numpy(J), "n_pairs": torch.from_numpy(n_pairs)}
 
+    def read_descriptors(self, frames) -> torch.Tensor:
+        """G (A, F) of frames ``frames`` (ascending), concatenated, one call per run of consecutive rows."""
+        rows = np.searchsorted(self.frames, np.asarray(frames, dtype=np.int64))
+        off = self.offsets["atom"]
+        ds = self.h5["G"]
+        out = np.empty((int(np.diff(off)[rows].sum()), ds.shape[1]), dtype=ds.dtype)
+        a = 0
+        for r0, r1, _ in runs(rows):
+            a0, a1 = int(off[r0]), int(off[r1])
+            ds.read_direct(out, np.s_[a0:a1], np.s_[a : a + a1 - a0])
+            a += a1 - a0
+        return torch.from_numpy(out)
+
     def read(self, frame: int) -> dict:
         """G, edge_index, vec and J of one frame (index into the frame store) as tensors."""
         r = self.row(frame)

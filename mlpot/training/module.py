@@ -67,23 +67,35 @@ class PotentialModule(pl.LightningModule):
         metrics["loss"] = sum(v * metrics.get(f"{k}_rmse", 0.0) ** 2 for k, v in terms.items() if v > 0)
         return {f"{stage}/{k}": v for k, v in metrics.items()}
 
+    # One history row per epoch, written when the training epoch ends: Lightning runs the epoch's validation
+    # before that, so the row pairs this epoch's validation with this epoch's training metrics; callbacks add
+    # to ``epoch_row`` in between (the SANNP schedule's stage).
     def on_train_epoch_start(self):
         self._epoch_t0 = time.perf_counter()
+        self._val_seconds = 0.0
+        self.epoch_row = {}
+
+    def on_validation_epoch_start(self):
+        self._val_t0 = time.perf_counter()
 
     def on_train_epoch_end(self):
         m = self._finish("train")
         if getattr(self, "_epoch_t0", None) is not None:  # the training epoch alone (no validation), for throughput
-            m["train/epoch_seconds"] = time.perf_counter() - self._epoch_t0
+            m["train/epoch_seconds"] = time.perf_counter() - self._epoch_t0 - getattr(self, "_val_seconds", 0.0)
         self.log_dict({k: v for k, v in m.items() if not k.endswith("_count")}, sync_dist=False)
         self._last_train = m
+        row = {"epoch": self.current_epoch, "lr": self.trainer.optimizers[0].param_groups[0]["lr"]}
+        row.update(getattr(self, "epoch_row", {}))
+        row.update(m)
+        self.history.append(row)
+        self.epoch_row = {}
 
     def on_validation_epoch_end(self):
         m = self._finish("val")
         self.log_dict({k: v for k, v in m.items() if not k.endswith("_count")}, sync_dist=False, prog_bar=False)
         if not self.trainer.sanity_checking:
-            row = {"epoch": self.current_epoch, "lr": self.trainer.optimizers[0].param_groups[0]["lr"], **m}
-            row.update(getattr(self, "_last_train", {}))
-            self.history.append(row)
+            self.epoch_row = {**getattr(self, "epoch_row", {}), **m}
+            self._val_seconds = getattr(self, "_val_seconds", 0.0) + time.perf_counter() - self._val_t0
 
     def on_test_epoch_end(self):
         m = self._finish("test")

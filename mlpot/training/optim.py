@@ -2,11 +2,17 @@
 
 L-BFGS evaluates the loss several times per step (its strong-Wolfe line search calls the closure at trial
 weights), so the automatic loop would count every trial evaluation in the training metrics and clip the
-gradients that the line search compares. Here the closure reuses ``PotentialModule._step``; only its first
-evaluation (at the weights before the step) enters the training metrics, and nothing is clipped (``mlpot.train``
-switches clipping off for manual optimisation). It is meant for full batches (``data.batch_size`` at least the
-number of training frames): the cache makes a full pass over a few hundred structures cheap, and L-BFGS's
-curvature pairs only make sense for a fixed objective.
+gradients that the line search compares. Only the closure's first evaluation (at the weights before the step)
+enters the training metrics, and nothing is clipped (``mlpot.train`` switches clipping off for manual
+optimisation).
+
+Full batch over data read in batches: L-BFGS's curvature pairs only make sense for a fixed objective, so with
+mlpot's data module (``full_split``) an epoch is one step on the whole training split, whatever its size. Every
+evaluation reads the split batch by batch (``data.batch_size`` frames each; ``AtomsDataModule.split_batches``,
+kept in memory when they fit ``data.keep_in_memory_gb``), adds each batch's part of
+Σ_k w_k Σ err² / N_k (N_k counted over the split) and backpropagates it at once, so that memory is one
+batch's while the objective and gradient are those of the split as one batch (``tests/test_lbfgs.py``: the
+same steps to 1e-10). Given a plain loader instead (scripts), each of its batches is one step.
 
 When a step leaves the weights unchanged (the line search found no decrease along the quasi-Newton
 direction), the optimiser's history is dropped so that the next epoch starts from steepest descent

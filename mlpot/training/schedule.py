@@ -87,8 +87,7 @@ class StagedSchedule(pl.Callback):
     def on_validation_end(self, trainer, pl_module) -> None:
         if trainer.sanity_checking:
             return
-        if pl_module.history:
-            pl_module.history[-1]["stage"] = self.stage
+        pl_module.epoch_row = {**getattr(pl_module, "epoch_row", {}), "stage": self.stage}
         if self.stage != 1:
             return
         value = trainer.callback_metrics.get(self.monitor)
@@ -112,8 +111,7 @@ class StagedSchedule(pl.Callback):
         terms = {"energy_per_atom": w.energy, "forces": w.forces, "stress": w.stress, "atomic_energies": w.atomic_energies}
         loss = sum(v * float(metrics[f"val/{k}_rmse"]) ** 2 for k, v in terms.items() if v > 0 and f"val/{k}_rmse" in metrics)
         metrics["val/loss"] = torch.tensor(loss)
-        if pl_module.history:
-            pl_module.history[-1]["val/loss_stage2"] = loss
+        pl_module.epoch_row = {**getattr(pl_module, "epoch_row", {}), "val/loss_stage2": loss}
         for cb in trainer.callbacks:
             if isinstance(cb, EarlyStopping):
                 cb.wait_count = 0
