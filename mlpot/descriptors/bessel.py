@@ -35,7 +35,13 @@ import torch
 from scipy.optimize import brentq
 from scipy.special import spherical_jn
 
-from mlpot.descriptors.pairsum import PairSumDescriptor, angular_monomials, angular_monomials_with_grad, monomial_table
+from mlpot.descriptors.pairsum import (
+    PairSumDescriptor,
+    angular_monomials,
+    angular_monomials_with_grad,
+    monomial_table,
+    twice_differentiable,
+)
 
 
 def bessel_zeros(l_max: int, n_zeros: int) -> np.ndarray:
@@ -189,7 +195,24 @@ class SphericalBessel(PairSumDescriptor):
 
     def radial(self, r: torch.Tensor, derivative: bool = False):
         """g_nl(r) for every channel, (n, n_channels), zero beyond the cutoff; with ``derivative``
-        also dg_nl/dr (from j_l'(z) = (l/z) j_l(z) − j_{l+1}(z))."""
+        also dg_nl/dr (from j_l'(z) = (l/z) j_l(z) − j_{l+1}(z)).
+
+        Where autograd is on and ``r`` requires grad (the autograd force path), g is one node whose first and
+        second derivatives are given in closed form (:func:`~mlpot.descriptors.pairsum.twice_differentiable`,
+        j_l'' from Bessel's equation) instead of autograd through the float64 recurrences and series, which
+        took most of the time and memory of a training step on the fly."""
+        if not derivative and r.requires_grad and torch.is_grad_enabled():
+            with torch.no_grad():
+                g, dg, d2g = self._radial_derivatives(r.detach(), second=True)
+            return twice_differentiable(r, g, dg, d2g)
+        return self._radial_derivatives(r, second=False) if derivative else self._radial_values(r)
+
+    def _radial_values(self, r: torch.Tensor) -> torch.Tensor:
+        return self._radial_derivatives(r, second=None)
+
+    def _radial_derivatives(self, r: torch.Tensor, second: bool | None):
+        """g (second None), (g, dg) (second False) or (g, dg, d²g) (second True), each (n, n_channels)."""
+        derivative = second is not None
         f64 = torch.float64  # Bessel zeros and normalisations in float64 whatever dtype the module was moved to
         c1, c2, r1, r2, transform = (t.to(f64) for t in (self.c1, self.c2, self.r1, self.r2, self.transform))
         x = r.to(f64)[:, None] / self.cutoff
@@ -206,10 +229,16 @@ class SphericalBessel(PairSumDescriptor):
         g = (torch.where(inside, f, torch.zeros_like(f)) @ transform.T).to(r.dtype)
         if not derivative:
             return g
-        dj = order.to(z.dtype) / z.clamp(min=1e-6) * j - j_next  # d j_l / dz
+        lf, zc = order.to(z.dtype), z.clamp(min=1e-6)
+        dj = lf / zc * j - j_next  # d j_l / dz
         df = (c1 * r1 * dj[:, :n_ch] - c2 * r2 * dj[:, n_ch:]) / self.cutoff**2.5
         dg = (torch.where(inside, df, torch.zeros_like(df)) @ transform.T).to(r.dtype)
-        return g, dg
+        if not second:
+            return g, dg
+        d2j = -2.0 / zc * dj - (1.0 - lf * (lf + 1.0) / zc**2) * j  # Bessel's equation
+        d2f = (c1 * r1**2 * d2j[:, :n_ch] - c2 * r2**2 * d2j[:, n_ch:]) / self.cutoff**3.5
+        d2g = (torch.where(inside, d2f, torch.zeros_like(d2f)) @ transform.T).to(r.dtype)
+        return g, dg, d2g
 
     def pair_terms(self, vec, r):
         """The element-independent part q (P, E) of the pair features (φ = onehot(z_j) ⊗ q)."""

@@ -67,6 +67,29 @@ def angular_monomials_with_grad(unit: torch.Tensor, r: torch.Tensor, expo: torch
     return mono, dmono
 
 
+class _GivenDerivatives(torch.autograd.Function):
+    """y(r) (n, C) from tabulated y, y' and y'' (see :func:`twice_differentiable`)."""
+
+    @staticmethod
+    def forward(ctx, r, y, dy, d2y):
+        ctx.save_for_backward(r, dy, d2y)
+        return y.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        r, dy, d2y = ctx.saved_tensors
+        slope = _GivenDerivatives.apply(r, dy, d2y, torch.zeros_like(d2y)) if d2y is not None else dy
+        return (grad * slope).sum(-1), None, None, None
+
+
+def twice_differentiable(r: torch.Tensor, y: torch.Tensor, dy: torch.Tensor, d2y: torch.Tensor) -> torch.Tensor:
+    """A function of one scalar per row, y(r) (n, C), as one autograd node whose derivatives are given: dy/dr
+    and d²y/dr² (n, C). Exact to second order (forces in a loss that is differentiated once more); a third
+    derivative is taken as zero, which no mlpot path asks for. For radial functions whose autograd graph is
+    costly (the spherical Bessel recurrences): one saved tensor per order instead of hundreds."""
+    return _GivenDerivatives.apply(r, y, dy, d2y)
+
+
 class PairSumDescriptor(nn.Module):
     """Base class. Subclasses set ``elements``, ``cutoff``, ``n_features``,
     ``n_features_per_element`` and define
