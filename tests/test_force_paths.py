@@ -225,3 +225,29 @@ def test_bessel_radial_is_twice_differentiable_in_closed_form():
     for a, b in zip(*out):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
     assert gradcheck(d.radial, (r,)) and gradgradcheck(d.radial, (r,))
+
+
+@pytest.mark.parametrize("kind", ["autograd", "jacobian"])
+def test_stores_held_in_memory_give_the_same_batches(tiny_data, tmp_path, kind):
+    """A store that fits data.keep_in_memory_gb is read into memory once (single process, minibatches): the
+    batches are the same tensors as those read from the HDF5 files; a budget of 0 keeps reading the files."""
+    from mlpot.data.datamodule import AtomsDataModule
+    from mlpot.data.memory import MemoryFile
+    from mlpot.descriptors import build_acsf
+
+    def batches(budget):
+        dm = AtomsDataModule(path=tiny_data, cache_dir=tmp_path, batch_size=3, keep_in_memory_gb=budget)
+        dm.load()
+        dm.prepare(build_acsf(dm.elements, cutoff=4.0, radial={"eta": [0.5]}), torch.float64, kind)
+        held = dm.hold_stores()
+        assert held == (budget > 0) and isinstance(dm.open_store()._h5, MemoryFile) == held
+        return [b for split in ("train", "val") for b in dm.loader(split, split == "train")]
+
+    for a, b in zip(batches(0.0), batches(1.0), strict=True):
+        assert a.keys() == b.keys()
+        for key in a:
+            x, y = a[key], b[key]
+            if isinstance(x, torch.Tensor):
+                assert torch.equal(x, y), key
+            elif isinstance(x, tuple):
+                assert all((u is None and v is None) or torch.equal(u, v) for u, v in zip(x, y, strict=True)), key

@@ -94,6 +94,7 @@ class AtomsDataModule(pl.LightningDataModule):
         self._sources = None
         self.keep_in_memory_gb = keep_in_memory_gb
         self._kept: dict[str, list] = {}
+        self._held = False
 
     # -- sources, store and splits ----------------------------------------------------------------
     def source_files(self) -> tuple[list[Path], str]:
@@ -360,9 +361,31 @@ class AtomsDataModule(pl.LightningDataModule):
                      len(kept), size / 1e9, self.keep_in_memory_gb)
             self._kept[split] = kept
 
+    def hold_stores(self) -> bool:
+        """Minibatch training in one process: read the frame store (and the Jacobian store) into memory once when
+        together they take at most ``keep_in_memory_gb``, so that a batch costs array copies instead of HDF5
+        calls (:mod:`mlpot.data.memory`). Not under DDP (each rank reads only its share) and not for full-batch
+        L-BFGS (it keeps its collated batches instead, :meth:`split_batches`)."""
+        if self._held:
+            return True
+        stores = [self.open_store()] + ([self.jstore] if self.kind == "jacobian" and self.jstore is not None else [])
+        need = sum(s.data_bytes() for s in stores)
+        budget = float(self.keep_in_memory_gb or 0) * 1e9
+        if self._rank()[1] > 1 or need > budget:
+            log.info("reading batches from the store%s (%.2f GB%s)", "s" if len(stores) > 1 else "", need / 1e9,
+                     " per process under DDP" if self._rank()[1] > 1 else f" > data.keep_in_memory_gb={self.keep_in_memory_gb:g}")
+            return False
+        for store in stores:
+            store.hold_in_memory()
+        self._held = True
+        log.info("holding the store%s in memory (%.2f GB <= data.keep_in_memory_gb=%g)",
+                 "s" if len(stores) > 1 else "", need / 1e9, self.keep_in_memory_gb)
+        return True
+
     def train_dataloader(self):
         if self.full_split:  # one training step per epoch; the step reads the split itself (split_batches)
             return DataLoader([{"full_split": torch.ones(1)}], batch_size=None)
+        self.hold_stores()
         return self.loader("train", True)
 
     def val_dataloader(self):

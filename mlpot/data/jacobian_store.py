@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from mlpot.data.jacobians import CHUNK_BYTES, BlockLayout, LayoutError, compute_records, probe_layout
+from mlpot.data.memory import Holdable
 from mlpot.data.store import FrameStore, StoreError, check_store, file_lock, remove_stale_partials, runs
 
 log = logging.getLogger(__name__)
@@ -118,7 +119,7 @@ def _version() -> str:
     return str(__version__)
 
 
-class JacobianStore:
+class JacobianStore(Holdable):
     """A read-only Jacobian store; like :class:`FrameStore`, opened lazily in each process."""
 
     def __init__(self, path):
@@ -151,10 +152,6 @@ class JacobianStore:
     def nbytes(self) -> int:
         """Size of the file."""
         return self.path.stat().st_size
-
-    def data_bytes(self) -> int:
-        """Bytes of the stored arrays (without HDF5's chunk padding)."""
-        return sum(int(ds.size) * ds.dtype.itemsize for ds in self.h5.values())
 
     def row(self, frame: int) -> int:
         r = int(np.searchsorted(self.frames, frame))

@@ -38,6 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from mlpot.data.frames import LABELS, LabelKeys, get_label, iter_frames
+from mlpot.data.memory import Holdable
 from mlpot.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -297,7 +298,7 @@ def convert(sources, path, keys: LabelKeys | None = None, format: str | None = N
 
 
 # -- reading --------------------------------------------------------------------------------------
-class FrameStore:
+class FrameStore(Holdable):
     """A read-only store. Frame reads are lazy (O(frame) memory); the file is opened on first use in each
     process (DataLoader workers and DDP ranks each get their own handle). In memory: the atom offsets and
     one flag byte per frame."""
