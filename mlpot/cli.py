@@ -99,3 +99,67 @@ def app(name: str):
 
 
 __all__ = ["app", "quiet", "one_line", "root_cause", "NOISE"]
+
+
+def _defaults_of(path) -> dict:
+    """A config file's own values, merged over the files its ``defaults`` list names in the same group (one level,
+    as conf/trainer/gpu.yaml over cpu.yaml)."""
+    from pathlib import Path
+
+    from omegaconf import OmegaConf
+
+    path = Path(path)
+    own = OmegaConf.to_container(OmegaConf.load(path), resolve=False) or {}
+    merged: dict = {}
+    for item in own.pop("defaults", []) or []:
+        if isinstance(item, str) and item != "_self_" and (path.parent / f"{item}.yaml").exists():
+            merged.update(_defaults_of(path.parent / f"{item}.yaml"))
+    merged.update(own)
+    return merged
+
+
+def _leaves(d, prefix=""):
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            yield from _leaves(v, key + ".")
+        else:
+            yield key, v
+
+
+def check_types(cfg, conf_dir, config_name: str, choices: dict) -> None:
+    """Raise ``ConfigError`` for a value whose config file default is a number or a boolean but which is a string
+    that is neither (``trainer.max_epochs=abc``), before any data is read. The defaults are those of the root
+    config file and of the chosen file of every config group."""
+    from pathlib import Path
+
+    from omegaconf import OmegaConf
+
+    from mlpot.errors import ConfigError
+
+    conf_dir = Path(conf_dir)
+    sources = [("", conf_dir / f"{config_name}.yaml")]
+    for group, choice in (choices or {}).items():
+        if choice and not str(group).startswith("hydra") and group != "experiment":
+            f = conf_dir / group / f"{choice}.yaml"
+            if f.exists() and "@package" not in f.read_text().split("\n", 1)[0]:
+                sources.append((group.replace("/", ".") + ".", f))
+    for prefix, path in sources:
+        for key, default in _leaves(_defaults_of(path), prefix):
+            if isinstance(default, str) or default is None or key.startswith("hydra."):
+                continue
+            value = OmegaConf.select(cfg, key, default=None, throw_on_missing=False)
+            if not isinstance(value, str):
+                continue
+            kind = "true or false" if isinstance(default, bool) else "an integer" if isinstance(default, int) else "a number"
+            ok = value.lower() in ("true", "false") if isinstance(default, bool) else _parses(value, type(default))
+            if not ok:
+                raise ConfigError(key, f"must be {kind} (the default is {default!r}), got {value!r}")
+
+
+def _parses(text: str, kind) -> bool:
+    try:
+        kind(text)
+        return True
+    except (TypeError, ValueError):
+        return False

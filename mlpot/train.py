@@ -19,7 +19,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from mlpot.cli import app
+from mlpot.cli import app, check_types
 from mlpot.data.datamodule import is_builtin
 from mlpot.files import write_text
 from mlpot.descriptors.scaling import FeatureScaler
@@ -205,6 +205,7 @@ def _write_artefacts(cfg, run_dir: Path, dm, module, metrics: dict) -> None:
 def main(cfg: DictConfig) -> float | None:
     from mlpot.system import set_threads, tune_allocator
 
+    check_types(cfg, CONF_DIR, "train", HydraConfig.get().runtime.choices)  # before any data is read
     tune_allocator()
     set_threads(cfg.get("threads"), _processes_per_node(cfg))
     metrics = run(cfg)
