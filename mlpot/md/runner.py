@@ -43,7 +43,8 @@ def thermalize(atoms: Atoms, temperature_K: float, rng) -> None:
         MaxwellBoltzmannDistribution(atoms, temperature_K=temperature_K, rng=rng)
     from ase.md.velocitydistribution import Stationary
 
-    Stationary(atoms)
+    # with one atom all motion is the centre of mass's: zero momentum, not ASE's rescaling of 0 K to T (NaN)
+    Stationary(atoms, preserve_temperature=len(atoms) > 1)
 
 
 def check_positive(**values) -> None:
