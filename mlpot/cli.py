@@ -35,8 +35,8 @@ class _DropTips(logging.Filter):
 
 def quiet() -> None:
     """Silence third-party advertising and deprecation noise (see the module doc)."""
-    for pattern in NOISE:
-        warnings.filterwarnings("ignore", message=pattern)
+    for pattern in NOISE:  # warnings match the message from its start
+        warnings.filterwarnings("ignore", message=".*" + pattern)
     for name in ("pytorch_lightning.utilities.rank_zero", "lightning.pytorch.utilities.rank_zero",
                  "lightning_fabric.utilities.rank_zero"):
         logger = logging.getLogger(name)

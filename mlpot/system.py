@@ -31,24 +31,23 @@ def tune_allocator(mmap_threshold: int = 1 << 30, trim_threshold: int = (1 << 31
     return bool(mallopt(M_MMAP_THRESHOLD, int(mmap_threshold))) and bool(mallopt(M_TRIM_THRESHOLD, int(trim_threshold)))
 
 
+def _others_running(samples: int = 7, interval: float = 0.03) -> int:
+    """Processes of other programs that want a core now: the kernel's count of runnable threads
+    (``procs_running`` in /proc/stat, this process included), the median of a few samples. The load average is
+    not used: it lags a minute behind, so a job that has just ended would still count."""
+    import statistics
+    import time
 
-
-def _others_running() -> int:
-    """Processes of other programs that want a core now: the kernel's runnable count (less this process) and the
-    one-minute load average, whichever is larger."""
-    running = 1
-    try:
-        with open("/proc/stat") as fh:
-            for line in fh:
-                if line.startswith("procs_running"):
-                    running = int(line.split()[1])
-    except OSError:
-        pass
-    try:
-        load = os.getloadavg()[0]
-    except OSError:
-        load = 0.0
-    return max(running - 1, int(load + 0.5))
+    counts = []
+    for k in range(samples):
+        try:
+            with open("/proc/stat") as fh:
+                counts.extend(int(line.split()[1]) for line in fh if line.startswith("procs_running"))
+        except OSError:
+            return 0
+        if k + 1 < samples:
+            time.sleep(interval)
+    return max(0, int(statistics.median(counts)) - 1) if counts else 0
 
 
 def choose_threads(requested=None, processes: int = 1) -> tuple[int, str]:

@@ -32,7 +32,9 @@ THERMO_COLUMNS = ("step", "time_ps", "epot_eV", "ekin_eV", "etot_eV", "temperatu
 
 
 def thermalize(atoms: Atoms, temperature_K: float, rng) -> None:
-    """Maxwell–Boltzmann momenta at ``temperature_K`` with zero total momentum (ASE's tools)."""
+    """Maxwell–Boltzmann momenta at ``temperature_K`` with zero total momentum (ASE's tools); a single atom keeps
+    its drawn momentum (its only motion is the centre of mass's: removing it would leave 0 K, which ASE's
+    rescaling turns into NaN and thermostats refuse)."""
     try:  # ASE >= 3.29
         from ase.md.velocitydistribution import thermalize_momenta
 
@@ -41,10 +43,10 @@ def thermalize(atoms: Atoms, temperature_K: float, rng) -> None:
         from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
 
         MaxwellBoltzmannDistribution(atoms, temperature_K=temperature_K, rng=rng)
-    from ase.md.velocitydistribution import Stationary
+    if len(atoms) > 1:
+        from ase.md.velocitydistribution import Stationary
 
-    # with one atom all motion is the centre of mass's: zero momentum, not ASE's rescaling of 0 K to T (NaN)
-    Stationary(atoms, preserve_temperature=len(atoms) > 1)
+        Stationary(atoms)
 
 
 def check_positive(**values) -> None:
@@ -271,13 +273,14 @@ def run_md(atoms: Atoms, calculator, *, output_dir, ensemble: str = "nve", steps
                 log.warning("MD step %d: %d atom(s) outside the model's training range (logged per step in %s)",
                             step, n, ext_path)
                 state["warned"] = True
-            too_many = (max_extrapolating is not None and n > max_extrapolating) or (
-                max_extrapolating_fraction is not None and n / n_atoms > max_extrapolating_fraction)
-            if too_many:
+            limit = (f"stop.max_extrapolating={max_extrapolating}" if max_extrapolating is not None
+                     and n > max_extrapolating else f"limit {max_extrapolating_fraction} of the atoms, "
+                     "stop.max_extrapolating_fraction" if max_extrapolating_fraction is not None
+                     and n / n_atoms > max_extrapolating_fraction else None)
+            if limit:
                 writer.write(frame(step))
                 raise ExtrapolationError(
-                    f"MD step {step}: {n} of {n_atoms} atoms outside the model's training range (limit "
-                    f"{max_extrapolating if max_extrapolating is not None else max_extrapolating_fraction}); "
+                    f"MD step {step}: {n} of {n_atoms} atoms outside the model's training range ({limit}); "
                     f"the run is stopped, frame written to {traj_path}, last good frame in {save_last_good()}")
         if bar is not None and step > start:
             bar.update(1)
