@@ -51,7 +51,8 @@ def _others_running(samples: int = 7, interval: float = 0.03) -> int:
 
 
 def choose_threads(requested=None, processes: int = 1) -> tuple[int, str]:
-    """(torch threads for this process, why): ``requested`` when given (``threads=N``), else the cores this process
+    """(torch threads for this process, why): ``requested`` when given (``threads=N``), else ``OMP_NUM_THREADS``
+    when set, else the cores this process
     may run on (its CPU affinity), shared among the ``processes`` of this job on the machine (DDP ranks), less the
     cores other programs are busy on. On a 2-core machine with one other busy process, 2 threads made a training
     epoch 8.6x and a calculator call 21x slower than 1 (torch's threads wait for each other's time slices)."""
@@ -67,6 +68,9 @@ def choose_threads(requested=None, processes: int = 1) -> tuple[int, str]:
 
             raise ConfigError("threads", f"must be a positive integer or null (automatic), got {requested!r}")
         return n, f"threads={n}"
+    env = os.environ.get("OMP_NUM_THREADS", "").strip()
+    if env.isdigit() and int(env) > 0:  # the user's (or a scheduler's) choice for this process
+        return int(env), f"OMP_NUM_THREADS={env}"
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux

@@ -30,6 +30,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+TAIL = ["data.split.kind=tail"]  # one trajectory: the last frames (the odd one out) are the test split
 QUICK = ["trainer.max_epochs=1", "data.batch_size=4", "descriptor.cutoff=4.0", "descriptor.angular.rc=3.5",
          "model.hidden=[6]", "trainer.enable_progress_bar=false"]
 
@@ -108,11 +109,11 @@ def case_list(trained: Path) -> list[dict]:
     t = "mlpot.train"
     return [
         # data
-        dict(cls="data", name="element only in the test split", data="unseen", args=[], expect="error", token="frame 20"),
-        dict(cls="data", name="one energy +1e6 eV", data="absurd", args=[], expect="error", token="frame 7"),
-        dict(cls="data", name="frame duplicated across splits", data="duplicate", args=[], expect="warn", token="identical"),
-        dict(cls="data", name="two atoms 0.25 Å apart", data="close", args=[], expect="warn", token="0.25 Å"),
-        dict(cls="data", name="two atoms 0.05 Å apart", data="overlap", args=[], expect="error", token="frame 20"),
+        dict(cls="data", name="element only in the test split", data="unseen", args=TAIL, expect="error", token="frame 20"),
+        dict(cls="data", name="one energy +1e6 eV", data="absurd", args=TAIL, expect="error", token="frame 7"),
+        dict(cls="data", name="frame duplicated across splits", data="duplicate", args=TAIL, expect="warn", token="identical"),
+        dict(cls="data", name="two atoms 0.25 Å apart", data="close", args=TAIL, expect="warn", token="0.25 Å"),
+        dict(cls="data", name="two atoms 0.05 Å apart", data="overlap", args=TAIL, expect="error", token="frame 20"),
         dict(cls="data", name="data.keys.energy names no key", data="plain", args=["data.keys.energy=dft_energy"],
              expect="error", token="dft_energy"),
         dict(cls="data", name="data.keys.stress_unit=abc", data="plain", args=["data.keys.stress_unit=abc"], expect="error",
@@ -182,8 +183,8 @@ def run_case(case: dict, src: Path, work: Path, data_cache: dict) -> dict:
             (folder / "cut.ckpt").write_bytes(src_ck.read_bytes()[:2000])
         elif prep == "plot_blocked":
             (run_dir / "learning_curves.png").mkdir(parents=True)
-        argv = [sys.executable, "-m", "mlpot.train", *args, *QUICK, f"hydra.run.dir={run_dir}",
-                f"data.cache_dir={folder / 'cache'}"]
+        argv = [sys.executable, "-m", "mlpot.train", *QUICK, f"hydra.run.dir={run_dir}",
+                f"data.cache_dir={folder / 'cache'}", *args]  # the case's overrides last: they win
         if prep == "resume":
             first = subprocess.run(argv, cwd=folder, env=env, capture_output=True, text=True)
             if first.returncode:
@@ -195,16 +196,19 @@ def run_case(case: dict, src: Path, work: Path, data_cache: dict) -> dict:
     return _judge(case, res, folder, time.perf_counter() - t0)
 
 
-def _error_line(text: str) -> str:
-    lines = [ln for ln in text.strip().splitlines() if ln.strip()]
-    picks = [ln for ln in lines if "error" in ln.lower() and "HYDRA_FULL_ERROR" not in ln]
-    return (picks[-1] if picks else lines[-1] if lines else "").strip()[:220]
+def _error_line(text: str, token: str = "") -> str:
+    """The line that says what went wrong: the last naming the token, else the last naming an error."""
+    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip() and "HYDRA_FULL_ERROR" not in ln]
+    for picks in ([ln for ln in lines if token and token in ln], [ln for ln in lines if "error" in ln.lower()], lines):
+        if picks:
+            return picks[-1][:220]
+    return ""
 
 
 def _judge(case: dict, res, folder: Path, seconds: float) -> dict:
     out = res.stdout + res.stderr
     traceback = "Traceback (most recent call last)" in out
-    line = _error_line(res.stderr)
+    line = _error_line(res.stderr, case.get("token", ""))
     n_lines = len([ln for ln in res.stderr.splitlines() if ln.strip()])
     expect, verdict, why = case["expect"], "bad", ""
     if expect == "error":
@@ -242,6 +246,8 @@ def _judge(case: dict, res, folder: Path, seconds: float) -> dict:
             verdict = "clear" if check[7:] in res.stdout else "bad"
     if verdict == "clear" and expect == "error":
         why = line
+    elif verdict == "clear" and expect == "warn":
+        why = _error_line(out, case["token"])
     return {"class": case["cls"], "case": case["name"], "verdict": verdict, "exit": res.returncode,
             "traceback": traceback, "detail": why or line, "seconds": round(seconds, 1)}
 
@@ -279,7 +285,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--src", type=Path, default=ROOT, help="checkout of the mlpot version to try")
     ap.add_argument("--out", type=Path, help="results (JSON)")
-    ap.add_argument("--only", help="run only the cases whose name contains this")
+    ap.add_argument("--only", help="run only the cases whose name contains one of these (comma-separated)")
     ap.add_argument("--table", nargs=2, type=Path, metavar=("BEFORE", "AFTER"), help="print the before/after table")
     args = ap.parse_args()
     if args.table:
@@ -289,13 +295,18 @@ def main() -> None:
     trained = train_reference(args.src.resolve(), work)
     results, cache = [], {}
     for case in case_list(trained):
-        if args.only and args.only not in case["name"]:
+        if args.only and not any(part in case["name"] for part in args.only.split(",")):
             continue
         case["trained"] = str(trained)
         r = run_case(case, args.src.resolve(), work, cache)
         print(f"{r['verdict']:6s} {r['class']:10s} {r['case']:45s} {r['detail'][:110]}", flush=True)
         results.append(r)
     if args.out:
+        if args.only and args.out.exists():  # update those cases in an earlier result file
+            names = {r["case"] for r in results}
+            old = json.loads(args.out.read_text())
+            results = [next(r for r in results if r["case"] == o["case"]) if o["case"] in names else o for o in old] + [
+                r for r in results if r["case"] not in {o["case"] for o in old}]
         args.out.write_text(json.dumps(results, indent=1))
     shutil.rmtree(work, ignore_errors=True)
 

@@ -280,6 +280,7 @@ def test_resume_keeps_the_whole_history_and_time(tiny_data, tmp_path):
 def test_threads_from_the_free_cores(monkeypatch):
     import mlpot.system as system
 
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
     monkeypatch.setattr(system, "_others_running", lambda: 0)
     assert system.choose_threads()[0] == 2
@@ -287,6 +288,8 @@ def test_threads_from_the_free_cores(monkeypatch):
     monkeypatch.setattr(system, "_others_running", lambda: 1)  # one other busy process on 2 cores
     assert system.choose_threads()[0] == 1
     assert system.choose_threads(3) == (3, "threads=3")
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the user's setting wins over the automatic choice
+    assert system.choose_threads() == (1, "OMP_NUM_THREADS=1")
     with pytest.raises(ConfigError, match="threads: must be a positive integer"):
         system.choose_threads("many")
 
