@@ -1,9 +1,22 @@
-"""mlpot: machine-learning interatomic potentials, config-driven."""
+"""mlpot: machine-learning interatomic potentials, config-driven.
 
-from mlpot.models.potential import Potential
+``mlpot.Potential``, ``mlpot.load`` and ``mlpot.save`` are imported on first use, so that importing the package
+alone (as the command-line apps do first, to set up the process before torch starts) stays cheap.
+"""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
-from mlpot.export import load, save  # noqa: E402  (after __version__)
+_LAZY = {"Potential": ("mlpot.models.potential", "Potential"), "load": ("mlpot.export", "load"),
+         "save": ("mlpot.export", "save")}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+
+        module, attr = _LAZY[name]
+        return getattr(importlib.import_module(module), attr)
+    raise AttributeError(f"module 'mlpot' has no attribute {name!r}")
+
 
 __all__ = ["Potential", "__version__", "load", "save"]

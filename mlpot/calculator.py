@@ -18,13 +18,20 @@ class MLPotCalculator(Calculator):
     """energy, free_energy, energies (per atom), forces, stress (eV, eV/Å, eV/Å³, ASE order).
 
     The potential is copied to ``device``/``dtype``; the caller's object and
-    torch's global state (default dtype, grad mode) are left untouched.
+    torch's global state (default dtype, grad mode) are left untouched. ``threads``: None leaves torch's thread
+    count as it is; ``"auto"`` sets it as the apps do (the cores no other program is busy on,
+    ``mlpot.system.set_threads``: on a 2-core machine with one other busy process, torch's default of 2 threads
+    made a 256-atom call ~20x slower than 1); an integer sets that many (torch's setting is process-wide).
     """
 
     implemented_properties = ["energy", "free_energy", "energies", "forces", "stress"]
 
-    def __init__(self, potential, device: str = "cpu", dtype: str = "float64", **kwargs):
+    def __init__(self, potential, device: str = "cpu", dtype: str = "float64", threads=None, **kwargs):
         super().__init__(**kwargs)
+        if threads is not None:
+            from mlpot.system import set_threads
+
+            set_threads(None if threads == "auto" else threads)
         if isinstance(potential, (str, os.PathLike)):
             from mlpot.export import load  # exported model file
 

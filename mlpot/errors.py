@@ -92,12 +92,29 @@ class OutputPathError(MLPotError, OSError):
 
 
 class MDInstabilityError(MLPotError, RuntimeError):
-    """An MD run that produced NaN or exploding energies/forces (the last good frame is kept)."""
+    """An MD run that exploded or collapsed (NaN, exploding energies, forces or temperature, atoms driven together,
+    too many atoms outside the model's training range): names the step and the file of the last good frame."""
 
 
-class ExtrapolationError(MLPotError, RuntimeError):
-    """Too many atoms whose descriptors leave the training range of the model."""
+class ExtrapolationError(MDInstabilityError):
+    """Too many atoms whose descriptors leave the training range of the model (an MD instability)."""
 
 
 class ParameterRangeError(MLPotError, ValueError):
     """Parameters of an analytic potential (e.g. the PINN's bond-order potential) outside their physical range."""
+
+
+class CheckpointError(MLPotError, ValueError):
+    """A checkpoint (``ckpt_path``) or a model to start from (``init_from``) that cannot be used for this run."""
+
+    def __init__(self, message: str, source: str | None = None):
+        self.source = source
+        super().__init__(where(source) + message)
+
+
+class ConfigError(MLPotError, ValueError):
+    """A configuration value of the wrong type or range (names its key)."""
+
+    def __init__(self, key: str, message: str):
+        self.key = key
+        super().__init__(f"{key}: {message}")

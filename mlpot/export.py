@@ -198,16 +198,11 @@ def save(potential: Potential, path, extra: dict | None = None) -> Path:
     metrics, ...); read it back with :func:`read_info`. The write is atomic (temporary file,
     then rename).
     """
+    from mlpot.files import atomic_write
+
     data = to_dict(potential, extra)
     path = _model_path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        torch.save(data, tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    atomic_write(path, lambda tmp: torch.save(data, tmp))
     return path
 
 

@@ -69,6 +69,23 @@ def prepare(cfg, frames_only: bool = False):
 
 
 def main(argv=None) -> int:
+    from mlpot.cli import one_line, quiet
+
+    quiet()
+    try:
+        return _main(argv)
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except Exception as exc:
+        import os
+
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        print(f"mlpot-prepare: error: {one_line(exc)}", file=sys.stderr)
+        return 2
+
+
+def _main(argv=None) -> int:
     from hydra import compose, initialize_config_dir
 
     from mlpot.train import CONF_DIR

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
-import time
+import sys
 from pathlib import Path
 
 import hydra
@@ -19,12 +19,14 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from mlpot.cli import app, check_types
 from mlpot.data.datamodule import is_builtin
+from mlpot.files import write_text
 from mlpot.descriptors.scaling import FeatureScaler
 from mlpot.models.potential import Potential
 from mlpot.training.module import PotentialModule
 
-CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
+CONF_DIR = str(Path(__file__).resolve().parent / "conf")  # shipped in the package; conf/ at the top is a link to it
 log = logging.getLogger("mlpot.train")
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -45,6 +47,14 @@ def _run_dir(cfg) -> Path:
     if cfg.get("run_dir"):
         return Path(cfg.run_dir)
     return Path(HydraConfig.get().runtime.output_dir)
+
+
+def _processes_per_node(cfg) -> int:
+    """Processes this job runs on this machine (DDP on CPU: one per device)."""
+    devices = cfg.trainer.get("devices", 1)
+    if _accelerator(cfg) == "cpu" and isinstance(devices, int) and devices > 1:
+        return devices
+    return 1
 
 
 def _accelerator(cfg) -> str:
@@ -69,24 +79,39 @@ def build(cfg: DictConfig):
     dm.load()
     weights = instantiate(cfg.loss)
     dm.check_labels(weights.needs())
+    dm.check()
     with open_dict(cfg):
         cfg.elements = list(dm.elements)
-    descriptor = instantiate(cfg.descriptor)
+    start = None
+    if cfg.get("init_from"):  # fine-tuning: the model's elements, descriptor, scaling and weights; new data
+        from mlpot.training.checkpoints import init_from_model
+
+        start = init_from_model(cfg.init_from, dm.elements).to(dtype)
+        dm.elements = list(start.elements)
+        with open_dict(cfg):
+            cfg.elements = list(start.elements)
+        log.info("init_from %s: elements %s, %s descriptor and %s head from the model (descriptor= and model= are "
+                 "not used)", cfg.init_from, start.elements, type(start.descriptor).__name__, type(start.head).__name__)
+    descriptor = start.descriptor if start is not None else instantiate(cfg.descriptor)
     kind, why = choose_force_path(dm, descriptor, dtype, training.get("forces", "auto"), _accelerator(cfg),
                                   training.get("jacobian_budget_gb"))
     log.info("forces and stress: %s path (%s)", kind, why)
     dm.prepare(descriptor, dtype, kind)
-    with open_dict(cfg):  # training-split statistics, computed once, injected into the config
-        if cfg.model.get("e0") is None:
-            cfg.model.e0 = dm.reference_energies()
-            if weights.atomic_energies > 0:  # per-atom labels (SANNP): E0 = each element's mean training E_i
-                cfg.model.e0 = dm.mean_atomic_energies(cfg.model.e0)
-    head = instantiate(cfg.model, n_features_per_element=descriptor.n_features_per_element)
-    scaler = FeatureScaler(len(dm.elements), descriptor.n_features, **cfg.scaling)
-    scaler.set_stats(*dm.scaling_statistics(descriptor, dtype).result())
-    potential = Potential(dm.elements, descriptor, head, scaler, metadata={"units": {"energy": "eV", "length": "Å"}})
-    potential = potential.to(dtype)
-    if getattr(head, "needs_geometry", False) and hasattr(head, "u0"):  # PINN stage 1: fit p0 before the networks
+    if start is not None:
+        potential = start
+    else:
+        with open_dict(cfg):  # training-split statistics, computed once, injected into the config
+            if cfg.model.get("e0") is None:
+                cfg.model.e0 = dm.reference_energies()
+                if weights.atomic_energies > 0:  # per-atom labels (SANNP): E0 = each element's mean training E_i
+                    cfg.model.e0 = dm.mean_atomic_energies(cfg.model.e0)
+        head = instantiate(cfg.model, n_features_per_element=descriptor.n_features_per_element)
+        scaler = FeatureScaler(len(dm.elements), descriptor.n_features, **cfg.scaling)
+        scaler.set_stats(*dm.scaling_statistics(descriptor, dtype).result())
+        potential = Potential(dm.elements, descriptor, head, scaler, metadata={"units": {"energy": "eV", "length": "Å"}})
+        potential = potential.to(dtype)
+    head = potential.head
+    if start is None and getattr(head, "needs_geometry", False) and hasattr(head, "u0"):  # PINN stage 1: fit p0
         from mlpot.training.baseline import fit_baseline
 
         fit_baseline(potential, lambda shuffle, bs: dm.loader("train", shuffle, bs, rank=0, world=1), weights,
@@ -107,12 +132,21 @@ def run(cfg: DictConfig) -> dict:
     loggers = [instantiate(lg) for lg in cfg.logger.values()] if cfg.get("logger") else []
     callbacks = [instantiate(cb) for cb in cfg.callbacks.values()] if cfg.get("callbacks") else []
     extra = {} if module.automatic_optimization else {"gradient_clip_val": None}  # manual optimisation: no clipping
-    trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks, default_root_dir=str(run_dir), **extra)
+    if not sys.stderr.isatty():  # a log file or a pipe: no progress bar (its carriage returns litter the file)
+        extra["enable_progress_bar"] = False
+    from mlpot.training.checkpoints import AtomicCheckpointIO, check_checkpoint
+
+    trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks, default_root_dir=str(run_dir),
+                          plugins=[AtomicCheckpointIO()], **extra)
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    for lg in loggers:  # dashboards compare runs by their hyperparameters: the whole resolved config
+        lg.log_hyperparams(resolved)
     if trainer.is_global_zero:
-        (run_dir / "config_resolved.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-    t0 = time.perf_counter()
+        write_text(run_dir / "config_resolved.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    if cfg.get("ckpt_path"):
+        check_checkpoint(cfg.ckpt_path, module)
     trainer.fit(module, datamodule=dm, ckpt_path=cfg.get("ckpt_path"))
-    train_seconds = time.perf_counter() - t0
+    train_seconds = module.train_seconds()
     has_best = any(getattr(cb, "best_model_path", "") for cb in trainer.checkpoint_callbacks)
     trainer.test(module, datamodule=dm, ckpt_path="best" if has_best else None, verbose=False)
     metrics = {**module.test_results, "train_seconds": train_seconds, "epochs": trainer.current_epoch}
@@ -128,28 +162,52 @@ def run(cfg: DictConfig) -> dict:
             metrics["stage"] = last["stage"]
     if trainer.is_global_zero:
         _write_artefacts(cfg, run_dir, dm, module, metrics)
+        print(summary(metrics, run_dir, cfg.get("export", True)), flush=True)
     return metrics
 
 
+def summary(metrics: dict, run_dir: Path, exported: bool) -> str:
+    """The few lines printed at the end of a run: test errors and where the model and the run folder are."""
+    parts = []
+    for key, unit, scale in (("energy_per_atom", "meV/atom", 1e3), ("forces", "eV/Å", 1.0), ("stress", "meV/Å³", 1e3),
+                             ("atomic_energies", "meV", 1e3)):
+        if f"test/{key}_rmse" in metrics:
+            parts.append(f"{key} RMSE {metrics[f'test/{key}_rmse'] * scale:.4g} {unit} "
+                         f"(MAE {metrics[f'test/{key}_mae'] * scale:.4g})")
+    lines = ["test: " + ("; ".join(parts) if parts else "no labelled test frames")]
+    if exported:
+        lines.append(f"model: {run_dir / 'model.pt'}")
+    lines.append(f"run folder: {run_dir} ({metrics.get('epochs', 0):.0f} epochs, {metrics.get('train_seconds', 0):.0f} s)")
+    return "\n".join(lines)
+
+
 def _write_artefacts(cfg, run_dir: Path, dm, module, metrics: dict) -> None:
+    """The model first (nothing after it can lose it), then metrics and history, then the plots; every file is
+    written atomically, and a plot that fails (a full disk, a broken font cache) is a warning, not a lost run."""
     from mlpot.export import save
     from mlpot.training.report import parity_data, plot_learning_curves, plot_parity, write_metrics
 
     potential = module.potential.eval()
-    write_metrics(run_dir / "metrics.json", {k: v for k, v in metrics.items() if not k.endswith("_count")})
-    (run_dir / "history.json").write_text(json.dumps(module.history, indent=1))
-    plot_parity(parity_data(potential, dm.loader("test", rank=0, world=1)), run_dir)
-    plot_learning_curves(module.history, run_dir)
     if cfg.get("export", True):
         save(potential, run_dir / "model.pt", extra={"config": OmegaConf.to_container(cfg, resolve=True),
                                                        "metrics": metrics})
+    write_metrics(run_dir / "metrics.json", {k: v for k, v in metrics.items() if not k.endswith("_count")})
+    write_text(run_dir / "history.json", json.dumps(module.history, indent=1))
+    try:
+        plot_parity(parity_data(potential, dm.loader("test", rank=0, world=1)), run_dir)
+        plot_learning_curves(module.history, run_dir)
+    except OSError as exc:
+        log.warning("plots not written (%s: %s); model.pt, metrics.json and history.json are", type(exc).__name__, exc)
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
+@app("mlpot-train")
 def main(cfg: DictConfig) -> float | None:
-    from mlpot.system import tune_allocator
+    from mlpot.system import set_threads, tune_allocator
 
+    check_types(cfg, CONF_DIR, "train", HydraConfig.get().runtime.choices)  # before any data is read
     tune_allocator()
+    set_threads(cfg.get("threads"), _processes_per_node(cfg))
     metrics = run(cfg)
     return metrics.get(cfg.get("objective", "val/loss"))
 

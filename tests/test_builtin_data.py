@@ -40,8 +40,9 @@ def tiny_frames(tiny):
 
 
 def test_default_location():
-    root = Path(builtin.__file__).resolve().parents[2]
-    assert builtin.DEFAULT_PATH == root / "outputs" / "builtin" / "emt_cu.extxyz"
+    """Under the working directory's outputs/ (like runs and stores), never inside the installed package."""
+    assert builtin.DEFAULT_PATH == Path("outputs") / "builtin" / "emt_cu.extxyz"
+    assert not builtin.DEFAULT_PATH.is_absolute()
     assert builtin.sidecar_path(builtin.DEFAULT_PATH).name == "emt_cu.json"
 
 

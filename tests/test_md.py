@@ -175,9 +175,12 @@ def test_extrapolation_monitor_logs_and_stops(tmp_path, model_file):
         run_md(cu(a=3.2), calc, output_dir=tmp_path, ensemble="nve", steps=5, temperature_K=100,
                max_extrapolating=3, progress=False)
     assert (tmp_path / "md.extrapolation.csv").read_text().startswith("0,32")
-    # below the threshold: warn and log per step, keep running
+    # by default more than half of the atoms extrapolating stops the run too
+    with pytest.raises(ExtrapolationError, match=r"MD step 0: 32 of 32 atoms outside .*limit 0.5"):
+        run_md(cu(a=3.2), calc, output_dir=tmp_path / "c", ensemble="nve", steps=3, temperature_K=100, progress=False)
+    # below the thresholds: warn and log per step, keep running
     run_md(cu(a=3.2), calc, output_dir=tmp_path / "b", ensemble="nve", steps=3, temperature_K=100,
-           max_extrapolating=1000, progress=False)
+           max_extrapolating=1000, max_extrapolating_fraction=None, progress=False)
     lines = (tmp_path / "b" / "md.extrapolation.csv").read_text().split()
     assert [int(x.split(",")[0]) for x in lines] == [0, 1, 2, 3]
 

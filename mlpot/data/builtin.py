@@ -53,6 +53,8 @@ from ase.constraints import FixCom
 from ase.md.langevin import Langevin
 from ase.md.velocitydistribution import Stationary
 
+from mlpot.files import atomic_write
+
 try:  # ASE >= 3.29 (MaxwellBoltzmannDistribution is deprecated there)
     from ase.md.velocitydistribution import thermalize_momenta as _thermalize
 except ImportError:  # pragma: no cover - older ASE
@@ -71,8 +73,7 @@ LATTICE_CONSTANT = 3.5898
 # P = 0.0 +- 0.6 GPa for the 1400 K liquid (measured; 1.03 x: 4.6 GPa, 1.045 x: 1.2 GPa).
 MELT_LATTICE_CONSTANT = 3.7872
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_PATH = REPO_ROOT / "outputs" / "builtin" / "emt_cu.extxyz"
+DEFAULT_PATH = Path("outputs") / "builtin" / "emt_cu.extxyz"  # under the working directory, like runs and stores
 
 # Fixed physics of the data set (recorded in the sidecar so that editing them regenerates).
 TEMPERATURES_K = (300.0, 500.0, 700.0, 900.0)
@@ -342,16 +343,6 @@ def _cached(path: Path, params: dict) -> bool:
     )
 
 
-def _write_atomic(path: Path, write) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def generate_emt_cu(
     path: str | os.PathLike | None = None, seed: int = 0, force: bool = False, workers: int = 1, **knobs
 ) -> Path:
@@ -370,7 +361,7 @@ def generate_emt_cu(
         return path
     frames = generate_frames(seed, workers=workers, **knobs)
     path.parent.mkdir(parents=True, exist_ok=True)
-    _write_atomic(path, lambda tmp: ase.io.write(tmp, frames, format="extxyz"))
+    atomic_write(path, lambda tmp: ase.io.write(tmp, frames, format="extxyz"))
     meta = {
         "format_version": FORMAT_VERSION,
         "parameters": params,
@@ -380,7 +371,7 @@ def generate_emt_cu(
         "ase_version": ase.__version__,
         "numpy_version": np.__version__,
     }
-    _write_atomic(sidecar_path(path), lambda tmp: tmp.write_text(json.dumps(meta, indent=2) + "\n"))
+    atomic_write(sidecar_path(path), lambda tmp: tmp.write_text(json.dumps(meta, indent=2) + "\n"))
     return path
 
 

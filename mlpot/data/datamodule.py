@@ -73,7 +73,7 @@ class AtomsDataModule(pl.LightningDataModule):
 
     def __init__(self, path=None, train_file=None, test_file=None, pattern="*.xyz", format=None, keys=None,
                  split=None, val_fraction=0.1, batch_size=8, elements=None, num_workers=0, builtin=None,
-                 cache_dir=None, keep_in_memory_gb=2.0):
+                 cache_dir=None, keep_in_memory_gb=2.0, checks=None):
         super().__init__()
         self.path = None if is_builtin(path) else Path(path)
         self.train_file, self.test_file, self.pattern, self.format = train_file, test_file, pattern, format
@@ -93,6 +93,9 @@ class AtomsDataModule(pl.LightningDataModule):
         self._layout = None
         self._sources = None
         self.keep_in_memory_gb = keep_in_memory_gb
+        from mlpot.data.checks import DataChecks
+
+        self.checks = DataChecks(**dict(checks or {}))  # checked here: a bad switch fails before any data is read
         self._kept: dict[str, list] = {}
         self._held = False
 
@@ -189,6 +192,13 @@ class AtomsDataModule(pl.LightningDataModule):
         """The frames of a split as ``ase.Atoms`` (all in memory: for small sets, reports and studies)."""
         store = self.open_store()
         return [store.atoms(int(k)) for k in self.load()[split]]
+
+    def check(self) -> dict:
+        """The data check (``mlpot.data.checks``): errors for data that would train a wrong model, warnings naming
+        file and frame for the rest."""
+        from mlpot.data.checks import check_data
+
+        return check_data(self, self.checks)
 
     def check_labels(self, labels) -> None:
         """Every training/validation frame must carry the labels the loss terms need."""

@@ -43,6 +43,24 @@ class LabelKeys:
     atomic_energies: str = "energies"
     stress_unit: float = 1.0  # multiply the file's stress by this to get eV/Å³ (ASE sign)
 
+    def __post_init__(self):
+        import math
+
+        from mlpot.errors import ConfigError
+
+        for label in LABELS:
+            if not isinstance(getattr(self, label), str) or not getattr(self, label):
+                raise ConfigError(f"data.keys.{label}", f"must be the name of a key in the frames, got "
+                                  f"{getattr(self, label)!r}")
+        try:
+            unit = float(self.stress_unit)
+        except (TypeError, ValueError):
+            raise ConfigError("data.keys.stress_unit", f"must be a number (eV/Å³ per unit of the file's stress), "
+                              f"got {self.stress_unit!r}") from None
+        if not math.isfinite(unit) or unit == 0:
+            raise ConfigError("data.keys.stress_unit", f"must be a finite non-zero number, got {self.stress_unit!r}")
+        self.stress_unit = unit
+
     def key(self, label: str) -> str:
         return getattr(self, label)
 

@@ -44,6 +44,27 @@ def _full_rank_box(cell: np.ndarray, pbc: np.ndarray) -> np.ndarray:
     return box
 
 
+def _pairs(positions, cell, pbc, cutoff, source, frame, full: bool):
+    positions = np.ascontiguousarray(positions, dtype=np.float64)
+    cell = np.ascontiguousarray(cell, dtype=np.float64).reshape(3, 3)
+    pbc = np.broadcast_to(np.asarray(pbc, dtype=bool), (3,))
+    if pbc.any() and _periodic_measure(cell, pbc) < 1e-6:
+        raise DegenerateCellError("periodic structure with a zero-volume cell", source, frame)
+    box = _full_rank_box(cell, pbc) if pbc.any() else np.zeros((3, 3))
+    nl = vesin.NeighborList(cutoff=float(cutoff), full_list=full)
+    return nl.compute(positions, box, pbc if pbc.any() else False, quantities="ijSd")
+
+
+def shortest_distance(positions, cell, pbc, cutoff: float = 1.0, source=None, frame=None) -> tuple[float, int, int]:
+    """(distance, i, j) of the closest pair of atoms (periodic images included) when closer than ``cutoff``, else
+    (cutoff, -1, -1)."""
+    i, j, _, d = _pairs(positions, cell, pbc, cutoff, source, frame, full=False)
+    if not len(d):
+        return float(cutoff), -1, -1
+    k = int(np.argmin(d))
+    return float(d[k]), int(i[k]), int(j[k])
+
+
 def neighbor_list(
     positions: np.ndarray,
     cell: np.ndarray,
@@ -58,14 +79,7 @@ def neighbor_list(
     Returns ``(i, j, shifts)`` sorted by ``i`` (then ``j``), with integer shifts
     such that ``r_ij = r[j] - r[i] + shifts @ cell``.
     """
-    positions = np.ascontiguousarray(positions, dtype=np.float64)
-    cell = np.ascontiguousarray(cell, dtype=np.float64).reshape(3, 3)
-    pbc = np.broadcast_to(np.asarray(pbc, dtype=bool), (3,))
-    if pbc.any() and _periodic_measure(cell, pbc) < 1e-6:
-        raise DegenerateCellError("periodic structure with a zero-volume cell", source, frame)
-    box = _full_rank_box(cell, pbc) if pbc.any() else np.zeros((3, 3))
-    nl = vesin.NeighborList(cutoff=float(cutoff), full_list=True)
-    i, j, s, d = nl.compute(positions, box, pbc if pbc.any() else False, quantities="ijSd")
+    i, j, s, d = _pairs(positions, cell, pbc, cutoff, source, frame, full=True)
     if len(d) and d.min() < min_distance:
         k = int(np.argmin(d))
         raise OverlappingAtomsError(

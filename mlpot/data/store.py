@@ -13,7 +13,9 @@ all float64:
 * per frame, ``atom_offset`` (n + 1) into the atom arrays, ``frame_data`` (n, 19): cell (9), energy (1),
   stress (9, eV/Å³, ASE sign); ``flags`` (uint8 bits: energy, forces, stress, atomic energies, pbc x/y/z,
   step); ``meta`` (n, 5) int64: config_type id, trajectory id, step, source file id, frame index in that
-  file; ``frame_hash`` (16 bytes of the species, positions, cell and periodicity);
+  file; ``frame_hash`` (16 bytes of the species, positions, cell and periodicity); ``shortest`` (the shortest
+  interatomic distance, periodic images included, up to ``SHORT_RANGE``; atoms closer than 0.1 Å stop the
+  conversion with the file and frame named);
 * attributes: ``format``, ``mlpot_version``, ``key``, ``sources`` (path, size, SHA-256 of each file),
   ``label_keys``, the tables of config_type and trajectory names, ``elements`` (atomic numbers), ``complete``.
 
@@ -43,7 +45,8 @@ from mlpot.errors import DataError
 
 log = logging.getLogger(__name__)
 
-STORE_FORMAT = 1
+STORE_FORMAT = 2  # 2: per-frame shortest interatomic distance
+SHORT_RANGE = 1.0  # Å: the shortest distance of each frame is recorded up to this (a frame without a closer pair: 1.0)
 FLAG_BITS = {"energy": 0, "forces": 1, "stress": 2, "atomic_energies": 3, "pbc_x": 4, "pbc_y": 5, "pbc_z": 6,
              "step": 7}
 META_COLUMNS = ("config_type", "trajectory", "step", "source", "source_frame")
@@ -181,7 +184,8 @@ class StoreWriter:
         self.data = _Appender(self.h5, {
             "numbers": (np.uint8, (), ATOM_CHUNK), "atom_data": (np.float64, (7,), ATOM_CHUNK),
             "frame_data": (np.float64, (19,), FRAME_CHUNK), "flags": (np.uint8, (), FRAME_CHUNK),
-            "meta": (np.int64, (5,), FRAME_CHUNK), "frame_hash": ("S16", (), FRAME_CHUNK)})
+            "meta": (np.int64, (5,), FRAME_CHUNK), "frame_hash": ("S16", (), FRAME_CHUNK),
+            "shortest": (np.float32, (), FRAME_CHUNK)})
         self.offsets = [0]
         self.sources: list[dict] = []
         self.tables = {"config_type": {}, "trajectory": {}}
@@ -231,12 +235,23 @@ class StoreWriter:
         self.data.add("flags", np.array([flags], dtype=np.uint8))
         self.data.add("meta", np.array([meta], dtype=np.int64))
         self.data.add("frame_hash", np.array([frame_hash(numbers, pos, cell, pbc)], dtype="S16"))
+        self.data.add("shortest", np.array([self._shortest(atoms, source_id, source_frame)], dtype=np.float32))
         self.offsets.append(self.offsets[-1] + n)
         self.elements.update(int(z) for z in np.unique(numbers))
         self._atoms_buffered += n
         if self._atoms_buffered >= 1 << 17:
             self.data.flush()
             self._atoms_buffered = 0
+
+    def _shortest(self, atoms, source_id: int, source_frame: int) -> float:
+        from mlpot.data.neighbors import MIN_DISTANCE, shortest_distance
+        from mlpot.errors import OverlappingAtomsError
+
+        src = self.sources[source_id]["path"]
+        d, i, j = shortest_distance(atoms.positions, atoms.cell.array, atoms.pbc, SHORT_RANGE, src, source_frame)
+        if d < MIN_DISTANCE:
+            raise OverlappingAtomsError(f"atoms {i} and {j} are {d:.3g} Å apart (< {MIN_DISTANCE} Å)", src, source_frame)
+        return d
 
     def finish(self, key: str, label_keys: LabelKeys, format: str | None) -> None:
         self.data.flush()
@@ -363,6 +378,10 @@ class FrameStore(Holdable):
         """(file, frame index in that file) of frame ``k``, for messages."""
         m = self.h5["meta"][k]
         return self.sources[int(m[3])]["path"], int(m[4])
+
+    def shortest(self) -> np.ndarray:
+        """Per frame, the shortest interatomic distance (Å), ``SHORT_RANGE`` where no pair is closer."""
+        return np.asarray(self.h5["shortest"][:], dtype=np.float64)
 
     def frame_hashes(self) -> np.ndarray:
         return np.asarray(self.h5["frame_hash"][:])

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 import time
 from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from mlpot.errors import MLPotError
+from mlpot.cli import app
 from mlpot.evaluate.report import write_report
 from mlpot.evaluate.suite import make_liquid, run_suite
 from mlpot.md.calculators import make_calculator
@@ -58,12 +57,12 @@ def run(cfg: DictConfig) -> dict:
 
 
 @hydra.main(version_base="1.3", config_path=EVALUATE_CONF_DIR, config_name="evaluate")
+@app("mlpot-evaluate")
 def main(cfg: DictConfig) -> None:
-    try:
-        run(cfg)
-    except MLPotError as e:
-        print(f"mlpot-evaluate: error: {e}", file=sys.stderr)
-        raise SystemExit(1) from None
+    from mlpot.system import set_threads
+
+    set_threads(cfg.get("threads"))
+    run(cfg)
 
 
 if __name__ == "__main__":

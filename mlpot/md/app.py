@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from mlpot.errors import MLPotError
+from mlpot.cli import app
 from mlpot.md.calculators import check_elements, make_calculator
 from mlpot.md.runner import check_positive, run_md, writable_dir
 from mlpot.md.structures import fix_atoms, make_structure, melt
@@ -48,12 +47,12 @@ def run(cfg: DictConfig) -> dict:
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="md")
+@app("mlpot-md")
 def main(cfg: DictConfig) -> None:
-    try:
-        run(cfg)
-    except MLPotError as e:
-        print(f"mlpot-md: error: {e}", file=sys.stderr)
-        raise SystemExit(1) from None
+    from mlpot.system import set_threads
+
+    set_threads(cfg.get("threads"))
+    run(cfg)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ import ase.io
 import numpy as np
 from ase import Atoms, units
 
-from mlpot.errors import ExtrapolationError, MDInstabilityError, OutputPathError, SimulationConfigError
+from mlpot.errors import DataError, ExtrapolationError, MDInstabilityError, OutputPathError, SimulationConfigError
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +32,9 @@ THERMO_COLUMNS = ("step", "time_ps", "epot_eV", "ekin_eV", "etot_eV", "temperatu
 
 
 def thermalize(atoms: Atoms, temperature_K: float, rng) -> None:
-    """Maxwell–Boltzmann momenta at ``temperature_K`` with zero total momentum (ASE's tools)."""
+    """Maxwell–Boltzmann momenta at ``temperature_K`` with zero total momentum (ASE's tools); a single atom keeps
+    its drawn momentum (its only motion is the centre of mass's: removing it would leave 0 K, which ASE's
+    rescaling turns into NaN and thermostats refuse)."""
     try:  # ASE >= 3.29
         from ase.md.velocitydistribution import thermalize_momenta
 
@@ -41,9 +43,10 @@ def thermalize(atoms: Atoms, temperature_K: float, rng) -> None:
         from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
 
         MaxwellBoltzmannDistribution(atoms, temperature_K=temperature_K, rng=rng)
-    from ase.md.velocitydistribution import Stationary
+    if len(atoms) > 1:
+        from ase.md.velocitydistribution import Stationary
 
-    Stationary(atoms)
+        Stationary(atoms)
 
 
 def check_positive(**values) -> None:
@@ -129,9 +132,29 @@ class _Writer:
 
 
 def _last_frame(path: Path) -> Atoms | None:
+    """The last complete frame of a trajectory; a last frame cut short (a killed run, a full disk) is dropped from
+    the file, so that the restart appends after the last complete one."""
     if not path.is_file() or path.stat().st_size == 0:
         return None
-    return ase.io.read(path, index=-1)
+    if path.suffix == ".traj":
+        from ase.io.trajectory import Trajectory
+
+        try:
+            with Trajectory(str(path)) as t:
+                return t[len(t) - 1] if len(t) else None
+        except Exception:  # noqa: BLE001 - a damaged last record
+            frames = []
+    frames = []
+    try:
+        for atoms in ase.io.iread(path, index=":", format="extxyz"):
+            frames.append(atoms)
+    except Exception as exc:  # noqa: BLE001 - ASE raises several types for a frame cut short
+        log.warning("%s: the frame after step %s is incomplete (%s); restarting from the last complete frame",
+                    path, frames[-1].info.get("step") if frames else "?", type(exc).__name__)
+        from mlpot.files import atomic_write
+
+        atomic_write(path, lambda tmp: ase.io.write(tmp, frames, format="extxyz"))
+    return frames[-1] if frames else None
 
 
 def _truncate_thermo(path: Path, last_step: int) -> None:
@@ -150,17 +173,19 @@ def run_md(atoms: Atoms, calculator, *, output_dir, ensemble: str = "nve", steps
            temperature_K: float | None = 300.0, init_velocities: bool = True, seed: int = 0, interval: int = 10,
            trajectory: str = "md.extxyz", thermo: str = "thermo.csv", restart: bool = False,
            max_energy_change_per_atom: float = 2.0, max_force: float = 100.0, max_extrapolating: int | None = None,
-           max_extrapolating_fraction: float | None = None, progress: bool = True, ensemble_options: Mapping | None = None,
-           observers=()) -> dict:
+           max_extrapolating_fraction: float | None = 0.5, max_temperature_factor: float | None = 10.0,
+           progress: bool = True, ensemble_options: Mapping | None = None, observers=()) -> dict:
     """Run ``steps`` MD steps of ``atoms`` with ``calculator``; returns a summary dict.
 
     ``restart``: continue from the last frame of an existing trajectory (positions, momenta, cell and
     step; the thermo CSV is cut back to that step); the run then ends at step ``steps`` in total.
     ``init_velocities``: Maxwell–Boltzmann at ``temperature_K`` with zero momentum (skipped on restart).
-    Raises MDInstabilityError (NaN energy, energy change > ``max_energy_change_per_atom`` eV/atom from the
-    start, or a force > ``max_force`` eV/Å; the last good state goes to ``<trajectory>.last_good.extxyz``),
-    ExtrapolationError (more than ``max_extrapolating`` atoms, or a fraction above
-    ``max_extrapolating_fraction``, outside the model's training range). ``observers``: extra
+    Every unstable end is an MDInstabilityError naming the step, with the last good state written to
+    ``<trajectory>.last_good.extxyz``: NaN energy or forces, an energy change > ``max_energy_change_per_atom``
+    eV/atom from the start, a force > ``max_force`` eV/Å, a temperature above ``max_temperature_factor`` times
+    the target (at least 1000 K), atoms driven closer than the neighbour list accepts (the calculator's error),
+    and (ExtrapolationError, a subclass) more than ``max_extrapolating`` atoms, or a fraction above
+    ``max_extrapolating_fraction`` (default 0.5), outside the model's training range. ``observers``: extra
     ``(function(atoms, step), interval)`` pairs.
     """
     from mlpot.md.calculators import check_elements, n_extrapolating
@@ -197,6 +222,8 @@ def run_md(atoms: Atoms, calculator, *, output_dir, ensemble: str = "nve", steps
     ext_path = out / (Path(trajectory).stem + ".extrapolation.csv")
     n_atoms = len(atoms)
     e_start = atoms.get_potential_energy()
+    t_ref = float(temperature_K) if temperature_K and ensemble != "nve" else float(atoms.get_temperature())
+    t_max = None if not max_temperature_factor else max(1000.0, float(max_temperature_factor) * t_ref)
     state = {"last_good": atoms.copy(), "t0": time.perf_counter(), "s0": start, "n_ext_max": 0, "warned": False,
              "rate": 0.0}
     bar = None
@@ -207,6 +234,11 @@ def run_md(atoms: Atoms, calculator, *, output_dir, ensemble: str = "nve", steps
 
     def step_now() -> int:
         return start + dyn.nsteps
+
+    def save_last_good() -> Path:
+        good = out / (Path(trajectory).stem + ".last_good.extxyz")
+        ase.io.write(good, state["last_good"], format="extxyz")
+        return good
 
     def frame(step: int) -> Atoms:
         snap = atoms.copy()
@@ -220,16 +252,17 @@ def run_md(atoms: Atoms, calculator, *, output_dir, ensemble: str = "nve", steps
         forces = atoms.calc.results.get("forces")
         fmax = float(np.abs(forces).max()) if forces is not None and len(forces) else 0.0
         bad = None
+        temperature = atoms.get_temperature() if n_atoms > 1 else 0.0
         if not math.isfinite(e) or (forces is not None and not np.all(np.isfinite(forces))):
             bad = "NaN or inf in the energy or forces"
         elif abs(e - e_start) / n_atoms > max_energy_change_per_atom:
             bad = f"energy changed by {(e - e_start) / n_atoms:+.3f} eV/atom (> {max_energy_change_per_atom})"
         elif fmax > max_force:
             bad = f"a force of {fmax:.1f} eV/Å (> {max_force})"
+        elif t_max is not None and not temperature <= t_max:
+            bad = f"temperature {temperature:.4g} K (> {t_max:.4g} K, stop.max_temperature_factor)"
         if bad:
-            good = out / (Path(trajectory).stem + ".last_good.extxyz")
-            ase.io.write(good, state["last_good"], format="extxyz")
-            raise MDInstabilityError(f"MD step {step}: {bad}; the run is stopped, last good frame in {good}")
+            raise MDInstabilityError(f"MD step {step}: {bad}; the run is stopped, last good frame in {save_last_good()}")
         state["last_good"] = frame(step)
         n = n_extrapolating(atoms.calc)
         if n:
@@ -240,14 +273,15 @@ def run_md(atoms: Atoms, calculator, *, output_dir, ensemble: str = "nve", steps
                 log.warning("MD step %d: %d atom(s) outside the model's training range (logged per step in %s)",
                             step, n, ext_path)
                 state["warned"] = True
-            too_many = (max_extrapolating is not None and n > max_extrapolating) or (
-                max_extrapolating_fraction is not None and n / n_atoms > max_extrapolating_fraction)
-            if too_many:
+            limit = (f"stop.max_extrapolating={max_extrapolating}" if max_extrapolating is not None
+                     and n > max_extrapolating else f"limit {max_extrapolating_fraction} of the atoms, "
+                     "stop.max_extrapolating_fraction" if max_extrapolating_fraction is not None
+                     and n / n_atoms > max_extrapolating_fraction else None)
+            if limit:
                 writer.write(frame(step))
                 raise ExtrapolationError(
-                    f"MD step {step}: {n} of {n_atoms} atoms outside the model's training range (limit "
-                    f"{max_extrapolating if max_extrapolating is not None else max_extrapolating_fraction}); "
-                    f"the run is stopped, frame written to {traj_path}")
+                    f"MD step {step}: {n} of {n_atoms} atoms outside the model's training range ({limit}); "
+                    f"the run is stopped, frame written to {traj_path}, last good frame in {save_last_good()}")
         if bar is not None and step > start:
             bar.update(1)
 
@@ -275,6 +309,11 @@ def run_md(atoms: Atoms, calculator, *, output_dir, ensemble: str = "nve", steps
     t0 = time.perf_counter()
     try:
         dyn.run(max(0, int(steps) - start))
+    except MDInstabilityError:
+        raise
+    except (DataError, FloatingPointError, ValueError) as exc:  # e.g. atoms driven together: the calculator's error
+        raise MDInstabilityError(f"MD step {step_now() + 1}: {' '.join(str(exc).split())}; the run is stopped, last "
+                                 f"good frame in {save_last_good()}") from None
     finally:
         writer.close()
         thermo_f.close()

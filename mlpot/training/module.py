@@ -29,6 +29,8 @@ class PotentialModule(pl.LightningModule):
         self.acc = {"train": ErrorAccumulator(), "val": ErrorAccumulator(), "test": ErrorAccumulator()}
         self.history: list[dict] = []
         self.test_results: dict = {}
+        self.seconds_before = 0.0  # training seconds of the run before a resume (from the checkpoint)
+        self._fit_t0: float | None = None
 
     # -- steps -----------------------------------------------------------------------------------
     def _step(self, batch, stage: str):
@@ -101,6 +103,28 @@ class PotentialModule(pl.LightningModule):
         m = self._finish("test")
         self.log_dict({k: v for k, v in m.items() if not k.endswith("_count")}, sync_dist=False)
         self.test_results = m
+
+    # -- checkpoints: the whole run's history and time survive a resume --------------------------------
+    def on_fit_start(self):
+        self._fit_t0 = time.perf_counter()
+
+    def train_seconds(self) -> float:
+        """Training seconds of the whole run so far (the parts before a resume included)."""
+        since = 0.0 if self._fit_t0 is None else time.perf_counter() - self._fit_t0
+        return self.seconds_before + since
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        from mlpot.training.checkpoints import describe
+
+        checkpoint["mlpot"] = {**describe(self.potential), "history": list(self.history),
+                               "train_seconds": self.train_seconds()}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        saved = checkpoint.get("mlpot") or {}
+        fitting = self._trainer is not None and self.trainer.state.fn == "fit"
+        if fitting and "history" in saved:  # resume: continue the run's history and clock (not when testing 'best')
+            self.history = list(saved["history"])
+            self.seconds_before = float(saved.get("train_seconds", 0.0))
 
     # -- optimisation -----------------------------------------------------------------------------
     def configure_optimizers(self):

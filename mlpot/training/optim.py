@@ -72,6 +72,7 @@ class LBFGSModule(PotentialModule):
         self._warned = False
 
     def on_fit_start(self):
+        super().on_fit_start()
         if self.trainer.world_size > 1:  # the line search compares this process's loss values only
             raise ValueError("optim=lbfgs runs in a single process (trainer=cpu or gpu), not under DDP")
 

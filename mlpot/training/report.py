@@ -29,8 +29,10 @@ def parity_data(potential, batches) -> dict[str, torch.Tensor]:
 
 
 def write_metrics(path, metrics: dict) -> None:
+    from mlpot.files import write_text
+
     clean = {k: float(v) for k, v in metrics.items()}
-    Path(path).write_text(json.dumps(clean, indent=2, sort_keys=True) + "\n")
+    write_text(path, json.dumps(clean, indent=2, sort_keys=True) + "\n")
 
 
 def plot_parity(data: dict, folder) -> list[Path]:
