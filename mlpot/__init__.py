@@ -1,7 +1,7 @@
 """mlpot: machine-learning interatomic potentials, config-driven.
 
 ``mlpot.Potential``, ``mlpot.load`` and ``mlpot.save`` are imported on first use, so that importing the package
-alone (as the command-line apps do first, to set up the process before torch starts) stays cheap.
+alone (``mlpot.__version__``, ``mlpot.errors``) does not load torch.
 """
 
 __version__ = "0.2.0"

@@ -163,6 +163,9 @@ def run(cfg: DictConfig) -> dict:
     if trainer.is_global_zero:
         _write_artefacts(cfg, run_dir, dm, module, metrics)
         print(summary(metrics, run_dir, cfg.get("export", True)), flush=True)
+    for lg in loggers:  # end each W&B run with its job: the jobs of a sweep (-m, one process) get a run each
+        if type(lg).__name__ == "WandbLogger" and getattr(lg, "_experiment", None) is not None:
+            lg.experiment.finish()
     return metrics
 
 

@@ -8,8 +8,8 @@ Jobs (each a fresh process, built-in EMT Cu data generated beforehand and not ti
 * ``calculator``: 30 energy + force calls (timed inside the process) of ``MLPotCalculator`` on a rattled 256-atom fcc Cu cell (a model from
   a one-epoch training of each version); this version with ``threads="auto"``, the previous with torch's default;
 * ``train5``: ``trainer.max_epochs=5`` on the built-in data;
-* ``default`` (``--full``): the default run, ``mlpot-train`` (this version's console script, which also makes
-  OpenMP wait passively; the previous version as ``python -m mlpot.train``).
+* ``default`` (``--full``): the default run, ``mlpot-train`` (the previous version as ``python -m mlpot.train``;
+  ``--full-previous`` runs it too).
 
 The busy neighbour is ``python -c 'while True: pass'`` (one core at 100 %). The table gives both walls and their
 ratio, with the load average at the start of each run.

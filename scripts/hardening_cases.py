@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -151,7 +152,15 @@ def case_list(trained: Path) -> list[dict]:
         dict(cls="output", name="summary, no \\r or tips in a log file", data="plain", args=[], expect="ok",
              check="clean"),
         # MD
-        dict(cls="md", name="collapsing run", md="collapse", expect="error", token="last_good"),
+        dict(cls="md", name="collapsing run (mlpot-md, the model, atoms 0.3 Å apart)", app="mlpot.md.app",
+             args=["md/calculator=model", f"calculator.path={trained / 'model.pt'}", "md/structure=file",
+                   "structure.path=start.extxyz", "md/ensemble=nve", "steps=200", "timestep_fs=5",
+                   "init_velocities=false", "progress=false"], prep="collapse", expect="error", token="last_good"),
+        dict(cls="md", name="the same with the extrapolation stop off", app="mlpot.md.app",
+             args=["md/calculator=model", f"calculator.path={trained / 'model.pt'}", "md/structure=file",
+                   "structure.path=start.extxyz", "md/ensemble=nve", "steps=200", "timestep_fs=5",
+                   "init_velocities=false", "progress=false", "stop.max_extrapolating_fraction=null"], prep="collapse",
+             expect="error", token="last_good"),
         dict(cls="md", name="restart from a cut trajectory", md="cut_restart", expect="ok", check="stdout:resumed"),
         dict(cls="md", name="one atom with velocities", md="one_atom", expect="ok", check="stdout:finite"),
     ]
@@ -162,7 +171,13 @@ def run_case(case: dict, src: Path, work: Path, data_cache: dict) -> dict:
     env.pop("HYDRA_FULL_ERROR", None)
     folder = Path(tempfile.mkdtemp(dir=work))
     run_dir = folder / "run"
-    if "md" in case:
+    if case.get("app") == "mlpot.md.app":
+        if case.get("prep") == "collapse":  # a crystal with two atoms driven together
+            subprocess.run([sys.executable, "-c", "import ase.io; from ase.build import bulk; a = bulk('Cu', 'fcc', "
+                            "a=3.6, cubic=True) * (2, 2, 2); a.positions[0] = a.positions[1] + [0.3, 0, 0]; "
+                            "ase.io.write('start.extxyz', a)"], cwd=folder, env=env, check=True)
+        argv = [sys.executable, "-m", "mlpot.md.app", *case["args"], f"hydra.run.dir={folder / 'md'}"]
+    elif "md" in case:
         (folder / "md.py").write_text(case["md"] if "\n" in case["md"] else MD[case["md"]])
         argv = [sys.executable, "md.py"]
     else:
@@ -233,7 +248,9 @@ def _judge(case: dict, res, folder: Path, seconds: float) -> dict:
         if res.returncode != 0:
             why = f"exit {res.returncode}" + (f": traceback ({n_lines} lines)" if traceback else f": {line}")
         elif check == "model":
-            verdict, why = ("clear", "") if (run_dir / "model.pt").exists() else ("bad", "no model.pt")
+            note = _error_line(out, "plots not written") if "plots not written" in out else ""
+            verdict, why = (("clear", f"model.pt written; {note}" if note else "model.pt written")
+                            if (run_dir / "model.pt").exists() else ("bad", "no model.pt"))
         elif check == "history":
             hist = json.loads((run_dir / "history.json").read_text())
             verdict = "clear" if len(hist) == 3 else "bad"
@@ -241,15 +258,18 @@ def _judge(case: dict, res, folder: Path, seconds: float) -> dict:
         elif check == "clean":
             problems = [p for p, bad in (("\\r", "\r" in out), ("Tip:", "Tip:" in out),
                                          ("no summary", "run folder:" not in res.stdout)) if bad]
-            verdict, why = ("bad", ", ".join(problems)) if problems else ("clear", "")
+            verdict, why = (("bad", ", ".join(problems)) if problems else
+                            ("clear", "no \\r, no tips; ends with: " + " / ".join(res.stdout.strip().splitlines()[-3:])))
         elif check.startswith("stdout:"):
             verdict = "clear" if check[7:] in res.stdout else "bad"
+            why = _error_line(out, "restarting") if "restarting" in out else res.stdout.strip()[-120:]
     if verdict == "clear" and expect == "error":
         why = line
     elif verdict == "clear" and expect == "warn":
         why = _error_line(out, case["token"])
     return {"class": case["cls"], "case": case["name"], "verdict": verdict, "exit": res.returncode,
-            "traceback": traceback, "detail": why or line, "seconds": round(seconds, 1)}
+            "traceback": traceback, "detail": why or line, "seconds": round(seconds, 1),
+            "stderr_tail": res.stderr[-600:]}
 
 
 def train_reference(src: Path, work: Path) -> Path:
@@ -271,7 +291,12 @@ def table(before: list[dict], after: list[dict]) -> str:
     rows = ["| class | case | before | after |", "|---|---|---|---|"]
     for r in after:
         b = old.get(r["case"])
-        fmt = lambda x: f"**{x['verdict']}**: {x['detail']}".replace("|", "/") if x else "-"  # noqa: E731
+        def fmt(x):
+            if not x:
+                return "-"
+            detail = re.sub(r"/tmp/mlpot_cases_\w+/(tmp\w+/)?", "", x["detail"])
+            detail = re.sub(r"\[[\d\- :,]+\]\[[\w.]+\]\[\w+\] - ", "", detail)  # log lines' prefixes
+            return f"**{x['verdict']}**: {detail}".replace("|", "/")
         rows.append(f"| {r['class']} | {r['case']} | {fmt(b)} | {fmt(r)} |")
     count = lambda rs, v: sum(x["verdict"] == v for x in rs)  # noqa: E731
     rows.append("")

@@ -73,7 +73,17 @@ def test_tensorboard_and_wandb_offline(tiny_data, tmp_path, monkeypatch):
     run(config(tmp_path / "tb", tiny_data, "logger=tensorboard", "trainer.max_epochs=1"))
     assert any((tmp_path / "tb" / "tensorboard").rglob("events.out.tfevents*"))
     run(config(tmp_path / "wb", tiny_data, "logger=wandb", "trainer.max_epochs=1"))
-    assert any((tmp_path / "wb" / "wandb").glob("offline-run-*"))
+    (offline,) = (tmp_path / "wb" / "wandb").glob("offline-run-*")
+    # the dashboard compares runs by their hyperparameters: the whole resolved config (issue 17); an offline run
+    # keeps it in its binary record until it is synced
+    (record,) = offline.glob("run-*.wandb")
+    data = record.read_bytes()
+    for key in (b"descriptor", b"optim", b"seed", b"cutoff", b"batch_size"):
+        assert key in data, key
+    # a second job in the same process (a sweep) gets a W&B run of its own
+    run(config(tmp_path / "wb2", tiny_data, "logger=wandb", "trainer.max_epochs=1"))
+    (second,) = (tmp_path / "wb2" / "wandb").glob("offline-run-*")
+    assert second.name != offline.name
 
 
 # -- bad input ------------------------------------------------------------------------------------
