@@ -7,9 +7,7 @@ A frame is an ``ase.Atoms`` whose labels are normalised into ``atoms.info`` /
 
 from __future__ import annotations
 
-import io
 import os
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,15 +21,19 @@ from mlpot.errors import (
     EmptyFileError,
     MissingLabelError,
     NonFiniteError,
-    UnknownElementError,
+)
+from mlpot.io.counted import open_counted
+from mlpot.io.labels import (  # noqa: F401  (the label convention, re-exported for mlpot.data users)
+    ATOMIC_ENERGIES,
+    ENERGY,
+    FORCES,
+    LABELS,
+    STRESS,
+    check_structure,
+    get_label,
+    set_label,
 )
 from mlpot.io.xsf import is_aenet_xsf, read_xsf
-
-# mlpot's canonical label names
-ENERGY, FORCES, STRESS, ATOMIC_ENERGIES = "energy", "forces", "stress", "atomic_energies"
-LABELS = (ENERGY, FORCES, STRESS, ATOMIC_ENERGIES)
-_INFO_PREFIX = "mlpot_"  # labels are stored as atoms.info["mlpot_energy"] etc.
-
 
 @dataclass
 class LabelKeys:
@@ -86,15 +88,6 @@ def _as_stress(value) -> np.ndarray:
     raise ValueError(f"stress has {s.size} components (need 6 or 9)")
 
 
-def get_label(atoms: Atoms, label: str):
-    """The normalised label of a frame read by :func:`read_frames`, or None."""
-    return atoms.info.get(_INFO_PREFIX + label)
-
-
-def set_label(atoms: Atoms, label: str, value) -> None:
-    atoms.info[_INFO_PREFIX + label] = value
-
-
 def normalise_labels(atoms: Atoms, keys: LabelKeys, source: str | None, frame: int | None) -> Atoms:
     """Copy the labels found under ``keys`` into mlpot's names, checking shapes and finiteness."""
     n = len(atoms)
@@ -119,20 +112,6 @@ def normalise_labels(atoms: Atoms, keys: LabelKeys, source: str | None, frame: i
     return atoms
 
 
-def check_structure(atoms: Atoms, source: str | None = None, frame: int | None = None, elements=None) -> None:
-    """Finite positions and cell; known elements (when ``elements`` is given)."""
-    if not np.all(np.isfinite(atoms.positions)):
-        raise NonFiniteError("NaN or inf in positions", source, frame)
-    if not np.all(np.isfinite(atoms.cell.array)):
-        raise NonFiniteError("NaN or inf in the cell", source, frame)
-    if elements is not None:
-        unknown = sorted(set(atoms.get_chemical_symbols()) - set(elements))
-        if unknown:
-            raise UnknownElementError(
-                f"element(s) {', '.join(unknown)} not among the known elements {list(elements)}", source, frame
-            )
-
-
 def require_labels(frames, labels, source: str | None = None, keys: LabelKeys | None = None) -> None:
     """Raise MissingLabelError for the first frame lacking one of ``labels``."""
     for k, atoms in enumerate(frames):
@@ -143,49 +122,6 @@ def require_labels(frames, labels, source: str | None = None, keys: LabelKeys | 
                 key = getattr(keys, label, None) if keys is not None else None
                 looked = f" (no key '{key}' in the frame)" if isinstance(key, str) else ""
                 raise MissingLabelError(f"no '{label}' label{looked}", src, idx)
-
-
-@contextmanager
-def open_counted(path, position: dict | None = None, errors: str = "strict"):
-    """A seekable text handle on ``path`` that keeps ``position["bytes"]`` at the offset read up to (read-ahead
-    included, within 64 KiB), for progress bars over large files. Seekable matters: ASE's extxyz reader copies a
-    handle it cannot seek into memory whole (0.46 GB for a 91 MB file), and seeks to each frame otherwise."""
-    raw = open(path, "rb", buffering=0)  # noqa: SIM115
-    counter = _CountingReader(raw, position if position is not None else {})
-    text = io.TextIOWrapper(io.BufferedReader(counter, 1 << 16), errors=errors)
-    try:
-        yield text
-    finally:
-        text.close()
-
-
-class _CountingReader(io.RawIOBase):
-    def __init__(self, raw, position: dict):
-        self.raw, self.position = raw, position
-        self.position["bytes"] = 0
-
-    def readable(self):
-        return True
-
-    def readinto(self, b):
-        n = self.raw.readinto(b)
-        self.position["bytes"] = self.raw.tell()
-        return n
-
-    def seekable(self):
-        return self.raw.seekable()
-
-    def seek(self, offset, whence=io.SEEK_SET):
-        pos = self.raw.seek(offset, whence)
-        self.position["bytes"] = pos
-        return pos
-
-    def tell(self):
-        return self.raw.tell()
-
-    def close(self):
-        self.raw.close()
-        super().close()
 
 
 def detect_format(path: Path, format: str | None = None) -> str | None:
@@ -227,7 +163,7 @@ def _raw_frames(path: Path, format: str | None, index, position: dict | None):
 
         yield from iter_movement(path, position=position)
     elif fmt == "n2p2":
-        from mlpot.io.n2p2 import iter_input_data
+        from mlpot.io.n2p2_data import iter_input_data
 
         yield from iter_input_data(path, position=position)
     elif index == ":" and path.is_file():

@@ -11,28 +11,19 @@ the head's per-element ``energy_scale`` and ``e0``.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import numpy as np
 import torch
-from ase import Atoms
 from ase.data import atomic_numbers
 
 from mlpot.descriptors.acsf import ACSF, SymmetryFunction
 from mlpot.descriptors.cutoff import N2P2_CUTOFF_TYPES
 from mlpot.descriptors.scaling import FeatureScaler
-from mlpot.errors import (
-    DataError,
-    DataPathError,
-    EmptyFileError,
-    InputNNError,
-    NonFiniteError,
-    ScalingDataError,
-    WeightsFileError,
-)
+from mlpot.errors import InputNNError, ScalingDataError, WeightsFileError
 from mlpot.models.hdnnp import HDNNP
 from mlpot.models.potential import Potential
+from mlpot.io.n2p2_data import iter_input_data, read_input_data  # noqa: F401  (n2p2's files in one place for users)
 from mlpot.units import BOHR
 
 # n2p2 activation letters -> mlpot activation names
@@ -342,93 +333,3 @@ def load(folder, length_unit: float = 1.0, energy_unit: float = 1.0, epoch: int 
     return Potential(elements, descriptor, head, scaler, metadata=meta).double()
 
 
-_ATOM_RE = re.compile(r"^atom$")
-
-
-def read_input_data(path, length_unit: float = 1.0, energy_unit: float = 1.0) -> list[Atoms]:
-    """Structures of an n2p2 ``input.data`` file (positions, forces, energy) in Å and eV."""
-    return list(iter_input_data(path, length_unit, energy_unit))
-
-
-def iter_input_data(path, length_unit: float = 1.0, energy_unit: float = 1.0, position: dict | None = None):
-    """The structures of an n2p2 ``input.data`` file one at a time (:func:`read_input_data`).
-
-    ``position``: a dict whose ``"bytes"`` is kept at the number of bytes read so far (progress)."""
-    from mlpot.data.frames import ENERGY, FORCES, check_structure, open_counted, set_label
-
-    path = Path(path)
-    src = str(path)
-    if not path.exists():
-        raise DataPathError("no such file or directory", src)
-    if not path.is_file() or path.stat().st_size == 0:
-        raise EmptyFileError("file is empty or not a file", src)
-    n_frames, cur = 0, None
-    with open_counted(path, position) as fh:
-        try:
-            for n, raw in enumerate(fh, start=1):
-                cur, done = _input_data_line(raw, n, cur, src, n_frames, length_unit, energy_unit,
-                                             (ENERGY, FORCES, check_structure, set_label))
-                if done is not None:
-                    n_frames += 1
-                    yield done
-        except UnicodeDecodeError:
-            raise DataError("not a text file", src) from None
-    if cur is not None:
-        raise DataError("structure not closed by 'end'", src, n_frames)
-    if not n_frames:
-        raise EmptyFileError("file holds no structure", src)
-
-
-def _input_data_line(raw, n, cur, src, index, length_unit, energy_unit, helpers):
-    """One line of input.data: returns the structure being read and, at its 'end', the finished Atoms."""
-    ENERGY, FORCES, check_structure, set_label = helpers
-    tok = raw.split()
-    if not tok:
-        return cur, None
-    key = tok[0]
-    try:
-        if key == "begin":
-            if cur is not None:
-                raise DataError(f"line {n}: 'begin' before the 'end' of the previous structure", src, index)
-            return {"lattice": [], "pos": [], "sym": [], "forces": [], "energy": None, "comment": ""}, None
-        if cur is None:
-            raise DataError(f"line {n}: '{key}' outside begin/end", src, index)
-        if key == "comment":
-            cur["comment"] = raw.split(None, 1)[1].rstrip("\r\n") if len(tok) > 1 else ""
-        elif key == "lattice":
-            if len(tok) < 4:
-                raise ValueError
-            cur["lattice"].append([float(t) for t in tok[1:4]])
-        elif key == "atom":
-            if len(tok) < 10:
-                raise ValueError
-            if tok[4] not in atomic_numbers:
-                raise DataError(f"line {n}: unknown element '{tok[4]}'", src, index)
-            cur["pos"].append([float(t) for t in tok[1:4]])
-            cur["sym"].append(tok[4])
-            cur["forces"].append([float(t) for t in tok[7:10]])
-        elif key == "energy":
-            cur["energy"] = float(tok[1])
-        elif key == "end":
-            if len(cur["lattice"]) not in (0, 3):
-                raise DataError(f"line {n}: {len(cur['lattice'])} lattice lines (need 0 or 3)", src, index)
-            pbc = len(cur["lattice"]) == 3
-            atoms = Atoms(
-                cur["sym"], positions=np.array(cur["pos"]) * length_unit,
-                cell=np.array(cur["lattice"]) * length_unit if pbc else None, pbc=pbc,
-            )
-            atoms.info["comment"] = cur["comment"]
-            check_structure(atoms, src, index)
-            labels = [cur["forces"]] if cur["energy"] is None else [cur["forces"], cur["energy"]]
-            if not all(np.all(np.isfinite(v)) for v in labels):
-                raise NonFiniteError("NaN or inf in the energy or forces", src, index)
-            if cur["energy"] is not None:
-                set_label(atoms, ENERGY, cur["energy"] * energy_unit)
-            set_label(atoms, FORCES, np.array(cur["forces"]) * energy_unit / length_unit)
-            atoms.info.update(mlpot_source=src, mlpot_frame=index)
-            return None, atoms
-    except DataError:
-        raise
-    except (ValueError, IndexError):
-        raise DataError(f"line {n}: malformed '{key}' line", src, index) from None
-    return cur, None

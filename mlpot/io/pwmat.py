@@ -45,7 +45,8 @@ import numpy as np
 from ase import Atoms
 from ase.data import chemical_symbols
 
-from mlpot.data.frames import set_label
+from mlpot.io.counted import open_counted
+from mlpot.io.labels import set_label
 from mlpot.errors import DataError, EmptyFileError, NonFiniteError
 
 _HEADER = re.compile(r"^\s*(\d+)\s+atoms\s*,\s*Iteration", re.IGNORECASE)
@@ -196,7 +197,6 @@ def iter_movement(path, on_error: str = "raise", position: dict | None = None):
     """The frames of one MOVEMENT file, one at a time (see the module doc and :func:`read_movement`).
 
     ``position``: a dict whose ``"bytes"`` is kept at the number of bytes read so far (progress)."""
-    from mlpot.data.frames import open_counted
 
     if on_error not in ("raise", "stop"):
         raise ValueError(f"on_error must be 'raise' or 'stop', got {on_error!r}")
