@@ -17,6 +17,8 @@ import sys
 
 import numpy as np
 
+from mlpot.cli import app
+
 log = logging.getLogger("mlpot.prepare")
 
 
@@ -68,23 +70,6 @@ def prepare(cfg, frames_only: bool = False):
     return dm
 
 
-def main(argv=None) -> int:
-    from mlpot.cli import one_line, quiet
-
-    quiet()
-    try:
-        return _main(argv)
-    except (KeyboardInterrupt, SystemExit):
-        raise
-    except Exception as exc:
-        import os
-
-        if os.environ.get("HYDRA_FULL_ERROR") == "1":
-            raise
-        print(f"mlpot-prepare: error: {one_line(exc)}", file=sys.stderr)
-        return 2
-
-
 def _main(argv=None) -> int:
     from hydra import compose, initialize_config_dir
 
@@ -104,6 +89,9 @@ def _main(argv=None) -> int:
         cfg = compose("train", overrides=overrides)
     prepare(cfg, frames_only)
     return 0
+
+
+main = app("mlpot-prepare")(_main)  # one line per error, exit status 2, as the other apps (mlpot.cli)
 
 
 if __name__ == "__main__":
