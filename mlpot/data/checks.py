@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 from ase.data import chemical_symbols
 
+from mlpot.data.statistics import reference_energies
 from mlpot.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -98,7 +99,7 @@ def check_data(dm, checks: DataChecks | dict | None = None) -> dict:
     train = splits["train"][has[splits["train"]]]
     out["outliers"] = 0
     if len(train) >= 4 and checks.energy_outliers != "off":
-        e0, *_ = np.linalg.lstsq(comp[train].astype(float), energies[train], rcond=None)
+        e0 = np.asarray(reference_energies(store, train, elements_z))  # the E0 fit training will use
         n_atoms = store.n_atoms.astype(float)
         residual = (energies - comp.astype(float) @ e0) / n_atoms
         med = np.median(residual[train])

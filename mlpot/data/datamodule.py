@@ -34,6 +34,7 @@ from mlpot.data.samplers import BatchesOf, EpochSampler
 from mlpot.data.store import FrameStore, is_store_file, open_prepared, open_store
 from mlpot.descriptors.geometry import edge_vectors
 from mlpot.errors import DataPathError, MissingLabelError, UnknownElementError
+from mlpot.files import write_text
 
 log = logging.getLogger(__name__)
 DEFAULT_CACHE_DIR = Path("outputs") / "cache"
@@ -322,10 +323,7 @@ class AtomsDataModule(pl.LightningDataModule):
             stats = descriptor_statistics(chunks(), len(self.elements), int(descriptor.n_features))
         finally:
             progress.close()
-        self.cache_dir.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(stats.to_dict()))
-        os.replace(tmp, path)
+        write_text(path, json.dumps(stats.to_dict()))
         return stats
 
     # -- loaders ----------------------------------------------------------------------------------

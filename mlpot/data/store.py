@@ -42,6 +42,7 @@ import numpy as np
 from mlpot.data.frames import LABELS, LabelKeys, get_label, iter_frames
 from mlpot.data.memory import Holdable
 from mlpot.errors import DataError
+from mlpot.files import write_text
 
 log = logging.getLogger(__name__)
 
@@ -125,10 +126,7 @@ def content_hashes(files, memo_dir: Path | None = None) -> list[str]:
         out.append(digest)
         changed = True
     if changed and memo_path is not None:
-        memo_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = memo_path.with_name(f".hashes.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(memo))
-        os.replace(tmp, memo_path)
+        write_text(memo_path, json.dumps(memo))
     return out
 
 
@@ -466,7 +464,14 @@ class FrameStore(Holdable):
 
     def composition(self, elements: list[int], chunk: int = 1 << 20) -> np.ndarray:
         """Per frame, the count of each element of ``elements`` (atomic numbers): (n_frames, n_elements),
-        read in chunks of atoms."""
+        read in chunks of atoms once and kept (the data checks and the E0 fit both need it)."""
+        key = tuple(int(z) for z in elements)
+        memo = self.__dict__.setdefault("_composition", {})
+        if key not in memo:
+            memo[key] = self._composition_of(elements, chunk)
+        return memo[key]
+
+    def _composition_of(self, elements, chunk: int) -> np.ndarray:
         lookup = np.full(256, len(elements), dtype=np.int64)
         lookup[np.asarray(elements, dtype=np.int64)] = np.arange(len(elements))
         m = len(elements) + 1

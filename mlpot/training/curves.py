@@ -21,6 +21,7 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 
+from mlpot.files import atomic_write
 from mlpot.training.losses import ErrorAccumulator, errors
 
 COLUMNS = ("epoch", "wall_seconds", "energy_per_atom_rmse", "energy_per_atom_mae", "forces_rmse", "forces_mae",
@@ -133,15 +134,16 @@ class TestCurve(pl.Callback):
         """Rewrite the whole CSV (atomically: a temporary file, then a rename)."""
         if self.path is None:
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        with open(tmp, "w", newline="") as fh:
-            w = csv.DictWriter(fh, fieldnames=list(COLUMNS))
-            w.writeheader()
-            for row in self.rows:
-                w.writerow({k: (f"{v:.6f}" if k.endswith("seconds") else
-                                v if k == "epoch" else f"{v:.8g}") for k, v in row.items()})
-        os.replace(tmp, self.path)
+
+        def write(tmp):
+            with open(tmp, "w", newline="") as fh:
+                w = csv.DictWriter(fh, fieldnames=list(COLUMNS))
+                w.writeheader()
+                for row in self.rows:
+                    w.writerow({k: (f"{v:.6f}" if k.endswith("seconds") else
+                                    v if k == "epoch" else f"{v:.8g}") for k, v in row.items()})
+
+        atomic_write(self.path, write)
 
     # -- checkpoint state (exact resume of the curve) -------------------------------------------------
     def state_dict(self) -> dict:
