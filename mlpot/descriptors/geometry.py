@@ -26,9 +26,10 @@ def triplets(center: torch.Tensor, n_atoms: int, mask: torch.Tensor | None = Non
     counts = torch.bincount(center, minlength=n_atoms)
     start = torch.cumsum(counts, 0) - counts
     per_atom = counts * (counts - 1) // 2
-    total = int(per_atom.sum())
+    # a deployed (traced) model must not bake the triplet count of its example in: no Python int there
+    total = None if torch.jit.is_tracing() else int(per_atom.sum())
     atom = torch.repeat_interleave(torch.arange(n_atoms, device=center.device), per_atom, output_size=total)
-    q = torch.arange(total, device=center.device) - (torch.cumsum(per_atom, 0) - per_atom)[atom]
+    q = torch.arange(atom.shape[0], device=center.device) - (torch.cumsum(per_atom, 0) - per_atom)[atom]
     # invert q = b (b - 1) / 2 + a with 0 <= a < b
     b = torch.floor((1.0 + torch.sqrt(1.0 + 8.0 * q.double())) / 2.0).long()
     b = b - (b * (b - 1) // 2 > q).long()

@@ -98,6 +98,6 @@ class ElementMLPs(nn.Module):
         out = x.new_zeros(x.shape[0], self.n_out)
         for e, net in enumerate(self.nets):
             idx = torch.nonzero(species == e).squeeze(-1)
-            if idx.numel():
+            if torch.jit.is_tracing() or idx.numel():  # a deployed model runs every element's net
                 out = out.index_copy(0, idx, net(x.index_select(0, idx)[:, : self.n_in[e]]))
         return out

@@ -129,6 +129,12 @@ class Potential(nn.Module):
             out["stress"] = w / cell_volume[:, None, None]
         return out
 
+    def local_energies(self, vec: torch.Tensor, species: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
+        """Atomic energies E_i (n_atoms,) from the pair vectors r_ij of a full list sorted by centre i: what a
+        deployed model computes (``mlpot.deploy``); atoms that centre no pair are only neighbours."""
+        atomic, _ = self._atomic(self.descriptor.from_edges(vec, species, edge_index), species, vec, edge_index, False)
+        return atomic
+
     # -- the autograd path --------------------------------------------------------------------------
     def forward(self, graph: AtomicGraph, forces: bool = True, stress: bool = False, create_graph: bool = False,
                 with_delta: bool = False) -> dict:

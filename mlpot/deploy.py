@@ -1,0 +1,191 @@
+"""Deployment: a model file that a C++ program loads without Python (LAMMPS ``pair_style mlpot``).
+
+``deploy(model, out)`` writes a TorchScript file (``torch.jit.save``) of the function
+
+    (r_ij (P, 3), species (n,), pairs (2, P))  ->  atomic energies E_i (n,)
+
+with the pairs sorted by centre i, r_ij = r_j − r_i, ``species`` the element index of every atom that
+appears (centres first, then neighbours). The pair gradients ∂E/∂r_ij come from autograd in the caller
+(``torch::autograd::grad``), and forces and virial from them as in :func:`mlpot.models.potential.forces_and_virial`.
+Every descriptor and head of mlpot is local: E_i depends only on the pairs centred on i, so a caller that
+lists only its own atoms as centres (ghost atoms as neighbours only) gets its share of the energy, which is
+what MPI domain decomposition needs. Energies of atoms that are not centres of any pair are ignored by
+the caller.
+
+The file carries its description as the extra file ``mlpot.json``: ``format`` (``mlpot-deployed``),
+``format_version``, the mlpot and torch versions, ``elements``, ``cutoff`` (Å), ``dtype`` and the class
+names. The function is recorded by tracing (``torch.jit.trace``) on an example structure and checked
+against the Python model on a second, different one before it is written: a model whose trace would
+not generalise is refused, not written.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from mlpot.errors import ModelFileError
+
+FORMAT = "mlpot-deployed"
+FORMAT_VERSION = 1
+METADATA = "mlpot.json"
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+class DeployError(ModelFileError):
+    """A model that cannot be deployed, or a deployed file that cannot be used."""
+
+
+class LocalEnergies(nn.Module):
+    """E_i of every atom from the pair vectors: descriptor → scaling → head (``Potential.local_energies``)."""
+
+    def __init__(self, potential):
+        super().__init__()
+        self.potential = potential
+
+    def forward(self, vec: torch.Tensor, species: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
+        return self.potential.local_energies(vec, species, edge_index)
+
+
+def _example(elements, cutoff: float, n_cells: int, seed: int):
+    """A rattled periodic fcc-like cell holding every element, with neighbours up to ``cutoff``."""
+    from ase import Atoms
+
+    rng = np.random.default_rng(seed)
+    a = 2.6 * 2**0.5  # nearest neighbours near 2.6 Å: every radial and angular function sees pairs
+    base = np.array([[0, 0, 0], [0, 0.5, 0.5], [0.5, 0, 0.5], [0.5, 0.5, 0]])
+    reps = 2 + n_cells  # small: periodic images supply the neighbours up to any cutoff
+    frac = np.concatenate([(base + np.array(s)) / reps for s in np.ndindex(reps, reps, reps)])
+    symbols = [elements[k % len(elements)] for k in rng.permutation(len(frac))]
+    cell = np.eye(3) * a * reps
+    atoms = Atoms(symbols, scaled_positions=frac, cell=cell, pbc=True)
+    atoms.positions += rng.normal(0.0, 0.08, atoms.positions.shape)
+    return atoms
+
+
+def _inputs(potential, atoms, dtype):
+    from mlpot.data.graph import atoms_to_graph
+    from mlpot.descriptors.geometry import edge_vectors
+
+    g = atoms_to_graph(atoms, potential.elements, potential.cutoff, dtype=dtype, with_labels=False)
+    return edge_vectors(g.positions, g.edge_index, g.shifts, g.cell, g.batch), g.species, g.edge_index
+
+
+def energies_and_pair_gradients(module, vec, species, edge_index, n_local: int | None = None):
+    """What the C++ caller computes: E_i of the first ``n_local`` atoms and c_p = ∂(Σ E_i)/∂r_p."""
+    vec = vec.detach().requires_grad_(True)
+    atomic = module(vec, species, edge_index)
+    atomic = atomic if n_local is None else atomic[:n_local]
+    (c,) = torch.autograd.grad(atomic.sum(), vec, allow_unused=True)
+    return atomic.detach(), (torch.zeros_like(vec) if c is None else c)
+
+
+def metadata(potential, dtype: torch.dtype) -> dict:
+    from mlpot import __version__
+
+    return {
+        "format": FORMAT, "format_version": FORMAT_VERSION, "mlpot_version": str(__version__),
+        "torch_version": str(torch.__version__), "elements": list(potential.elements),
+        "cutoff": float(potential.cutoff), "dtype": str(dtype).removeprefix("torch."),
+        "units": {"energy": "eV", "length": "Å"},
+        "descriptor": type(potential.descriptor).__name__, "head": type(potential.head).__name__,
+    }
+
+
+def deploy(model, out, dtype: str | None = None, check: bool = True) -> Path:
+    """Write the deployable file of ``model`` (a ``model.pt`` path or a :class:`~mlpot.Potential`) to ``out``.
+
+    ``dtype``: ``float64`` or ``float32`` (None: the model's own). With ``check`` the traced function is
+    compared with the model on a structure other than the one it was traced on (energies and pair
+    gradients to 1e-9 relative in float64, 1e-4 in float32); a mismatch raises :class:`DeployError`.
+    """
+    import copy
+
+    from mlpot.export import load
+    from mlpot.files import atomic_write
+
+    potential = load(model) if isinstance(model, (str, os.PathLike)) else model
+    name = str(model) if isinstance(model, (str, os.PathLike)) else type(model).__name__
+    if dtype is not None and dtype not in DTYPES:
+        raise DeployError(f"dtype must be float32 or float64, got {dtype!r}", name)
+    dt = DTYPES[dtype] if dtype else potential.dtype
+    potential = copy.deepcopy(potential).to(device="cpu", dtype=dt).eval()
+    for p in potential.parameters():
+        p.requires_grad_(False)
+    module = LocalEnergies(potential)
+    example = _inputs(potential, _example(potential.elements, potential.cutoff, 0, seed=1), dt)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # TracerWarnings on constants (element loops, buffers) and the deprecation
+        try:
+            traced = torch.jit.trace(module, example, check_trace=False)
+        except Exception as e:  # noqa: BLE001 - any tracing failure is one line for the user
+            raise DeployError(f"cannot trace {type(potential.descriptor).__name__} + "
+                              f"{type(potential.head).__name__}: {type(e).__name__}: {str(e).splitlines()[0]}",
+                              name) from None
+    if check:
+        _check(traced, module, potential, dt, name)
+    extra = {METADATA: json.dumps(metadata(potential, dt))}
+    out = Path(out)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # TorchScript is deprecated in torch 2.13 (see docs/lammps.md)
+        atomic_write(out, lambda tmp: torch.jit.save(traced, str(tmp), _extra_files=extra))
+    return out
+
+
+def _jit_load(path, extra=None):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return torch.jit.load(str(path), map_location="cpu", _extra_files=extra if extra is not None else {})
+
+
+def _check(traced, module, potential, dt, name):
+    atoms = _example(potential.elements, potential.cutoff, 1, seed=2)
+    atoms = atoms[: len(atoms) - 3]  # another size and composition than the traced example
+    vec, species, edge_index = _inputs(potential, atoms, dt)
+    e1, c1 = energies_and_pair_gradients(traced, vec, species, edge_index)
+    e2, c2 = energies_and_pair_gradients(module, vec, species, edge_index)
+    tol = 1e-9 if dt == torch.float64 else 1e-4
+    de = float((e1 - e2).abs().max()) / max(1.0, float(e2.abs().max()))
+    dc = float((c1 - c2).abs().max()) / max(1.0, float(c2.abs().max()))
+    if not (de <= tol and dc <= tol):
+        raise DeployError(f"the traced model differs from the model on a new structure (energies {de:.2e}, "
+                          f"pair gradients {dc:.2e}, tolerance {tol:g}): this model cannot be deployed", name)
+
+
+def read_metadata(path) -> dict:
+    """The ``mlpot.json`` description of a deployed file (DeployError when it is not one)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DeployError("deployed model file not found", str(path))
+    extra = {METADATA: ""}
+    try:
+        _jit_load(path, extra)
+    except Exception as e:  # noqa: BLE001
+        raise DeployError(f"not a deployed mlpot model ({type(e).__name__}: {str(e).splitlines()[0][:120]})",
+                          str(path)) from None
+    try:
+        meta = json.loads(extra[METADATA])
+    except ValueError:
+        meta = None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise DeployError(f"not a deployed mlpot model (no {METADATA} with format {FORMAT})", str(path))
+    return meta
+
+
+def load_deployed(path):
+    """(module, metadata) of a deployed file, checked as the C++ side checks it."""
+    meta = read_metadata(path)
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise DeployError(f"deployed format {meta.get('format_version')} (this mlpot reads {FORMAT_VERSION}); "
+                          "deploy the model.pt again with this mlpot", str(path))
+    return _jit_load(path), meta
+
+
+__all__ = ["DeployError", "FORMAT", "FORMAT_VERSION", "LocalEnergies", "deploy", "energies_and_pair_gradients",
+           "load_deployed", "read_metadata"]
