@@ -17,7 +17,7 @@ from ase.build import bulk
 
 from mlpot.calculator import MLPotCalculator
 from mlpot.descriptors import build_acsf
-from mlpot.errors import ExportFormatError
+from mlpot.errors import DataError, ExportFormatError
 from mlpot.io import n2p2
 from mlpot.io.n2p2_data import read_input_data, write_input_data
 from mlpot.models import HDNNP, Potential
@@ -130,6 +130,9 @@ def test_input_data_round_trip(tmp_path):
         assert a.get_chemical_symbols() == b.get_chemical_symbols() and (a.pbc == b.pbc).all()
         np.testing.assert_array_equal(a.positions, b.positions)
         np.testing.assert_array_equal(a.cell.array, b.cell.array)
+    stale = back[0].repeat((2, 1, 1))  # labels of the single cell
+    with pytest.raises(DataError, match="stale label"):
+        write_input_data(tmp_path / "bad.data", stale)
 
 
 @pytest.mark.skipif(not (SHARED / "n2p2_cu2s").is_dir(), reason="../shared/data/n2p2_cu2s not present")

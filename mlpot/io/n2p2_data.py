@@ -128,6 +128,9 @@ def write_input_data(path, frames, length_unit: float = 1.0, energy_unit: float 
         forces = get_label(atoms, FORCES)
         energy = 0.0 if energy is None else float(energy) / energy_unit
         forces = np.zeros((len(atoms), 3)) if forces is None else np.asarray(forces, float) * length_unit / energy_unit
+        if forces.shape != (len(atoms), 3):
+            raise DataError(f"forces label of shape {forces.shape} for {len(atoms)} atoms (a stale label, e.g. after "
+                            f"Atoms.repeat?)", str(path), index)
         out.append("begin")
         comment = str(atoms.info.get("comment", "")).replace("\n", " ").strip()
         if comment:
