@@ -83,6 +83,10 @@ class WeightsFileError(ModelFileError):
     """A malformed n2p2 ``weights.NNN.data``."""
 
 
+class ExportFormatError(MLPotError, ValueError):
+    """A model that a foreign format cannot express (e.g. a non-ACSF descriptor for n2p2): names what is unsupported."""
+
+
 class SimulationConfigError(MLPotError, ValueError):
     """A bad MD or property-evaluation setting (non-positive timestep or temperature, ...)."""
 

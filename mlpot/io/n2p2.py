@@ -1,5 +1,6 @@
 """Import of n2p2 potentials (``input.nn``, ``scaling.data``, ``weights.NNN.data``) and of
-n2p2's ``input.data`` structures.
+n2p2's ``input.data`` structures; export of ACSF + HDNNP potentials to n2p2's files (:func:`write`, the reverse of
+:func:`load`: Å and eV, no normalisation, per-element offsets as ``atom_energy``).
 
 Units: the caller gives the size of the files' length and energy units in Å and
 eV (``length_unit``, ``energy_unit``); n2p2's own normalisation (``mean_energy``,
@@ -19,11 +20,13 @@ from ase.data import atomic_numbers
 
 from mlpot.descriptors.acsf import ACSF, SymmetryFunction
 from mlpot.descriptors.cutoff import N2P2_CUTOFF_TYPES
-from mlpot.descriptors.scaling import FeatureScaler
-from mlpot.errors import InputNNError, ScalingDataError, WeightsFileError
+from mlpot.descriptors.scaling import FeatureScaler, affine_from_stats
+from mlpot.errors import ExportFormatError, InputNNError, ScalingDataError, WeightsFileError
+from mlpot.files import write_text
 from mlpot.models.hdnnp import HDNNP
 from mlpot.models.potential import Potential
-from mlpot.io.n2p2_data import iter_input_data, read_input_data  # noqa: F401  (n2p2's files in one place for users)
+# n2p2's files in one place for users
+from mlpot.io.n2p2_data import iter_input_data, read_input_data, write_input_data  # noqa: F401
 from mlpot.units import BOHR
 
 # n2p2 activation letters -> mlpot activation names
@@ -333,3 +336,221 @@ def load(folder, length_unit: float = 1.0, energy_unit: float = 1.0, epoch: int 
     return Potential(elements, descriptor, head, scaler, metadata=meta).double()
 
 
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Export: the reverse of :func:`load`
+# ---------------------------------------------------------------------------------------------------------------
+
+LETTERS_OF_ACTIVATION = {name: letter for letter, name in ACTIVATION_LETTERS.items()}
+ACTIVATION_ALIASES = {"sigmoid": "logistic"}
+CUTOFF_NUMBERS = {name: number for number, name in N2P2_CUTOFF_TYPES.items()}
+SCALING_MODE_KEYWORDS = {
+    "none": (),
+    "minmax": ("scale_symmetry_functions",),
+    "center": ("center_symmetry_functions",),
+    "minmax_center": ("scale_symmetry_functions", "center_symmetry_functions"),
+    "sigma": ("scale_symmetry_functions_sigma",),
+}
+
+
+def _num(x: float) -> str:
+    """A float that reads back bit for bit (n2p2 parses with atof)."""
+    return repr(float(x))
+
+
+def _n2p2_order(descriptor: ACSF, elements_z: list[str]) -> list[list[int]]:
+    """Per element (atomic-number order): the mlpot feature columns in n2p2's sorted order."""
+    el_index = {e: k for k, e in enumerate(elements_z)}
+    out = []
+    for e in elements_z:
+        fs = descriptor.per_element[descriptor.elements.index(e)]
+        keys = [n2p2_sort_key(_n2p2_neighbours(f, el_index), (f.eta, f.rs, f.rc), el_index) for f in fs]
+        out.append(sorted(range(len(fs)), key=lambda k: keys[k]))
+    return out
+
+
+def _n2p2_neighbours(f: SymmetryFunction, el_index: dict) -> SymmetryFunction:
+    """``f`` with its angular neighbour pair in n2p2's (atomic-number) order."""
+    if not f.angular:
+        return f
+    nb = tuple(sorted(f.neighbors, key=lambda e: el_index[e]))
+    return SymmetryFunction(f.type, f.central, nb, f.eta, f.rc, rs=f.rs, zeta=f.zeta, lam=f.lam, cutoff=f.cutoff,
+                            alpha=f.alpha)
+
+
+def _activation_letters(head) -> list[str]:
+    acts = head.activation
+    acts = [acts] * len(head.hidden) if isinstance(acts, str) else list(acts)
+    letters = []
+    for a in acts:
+        name = ACTIVATION_ALIASES.get(a.lower(), a.lower())
+        if name not in LETTERS_OF_ACTIVATION:
+            raise ExportFormatError(f"n2p2 export: activation '{a}' has no n2p2 equivalent "
+                                    f"(n2p2 has {', '.join(sorted(LETTERS_OF_ACTIVATION))})")
+        letters.append(LETTERS_OF_ACTIVATION[name])
+    return letters + ["l"]
+
+
+def _check_exportable(potential: Potential) -> tuple[str, float]:
+    """Raise :class:`ExportFormatError` for anything n2p2 cannot express; returns the (cutoff name, alpha)."""
+    d, head, scaler = potential.descriptor, potential.head, potential.scaler
+    if not isinstance(d, ACSF):
+        raise ExportFormatError(f"n2p2 export needs an ACSF (symmetry-function) descriptor; this model's descriptor "
+                                f"is {type(d).__name__}")
+    if type(head) is not HDNNP:
+        raise ExportFormatError(f"n2p2 export needs an HDNNP head; this model's head is {type(head).__name__}")
+    if head.linear is not None and bool((head.linear.detach() * head.linear_mask).abs().max() > 0):
+        raise ExportFormatError("n2p2 export: the HDNNP's linear readout (linear=true) has no n2p2 equivalent")
+    if type(scaler) is not FeatureScaler or scaler.mode not in SCALING_MODE_KEYWORDS:
+        raise ExportFormatError(f"n2p2 export: scaler {type(scaler).__name__} mode '{getattr(scaler, 'mode', '?')}' "
+                                f"has no n2p2 scaling keyword")
+    _activation_letters(head)
+    for e in potential.elements:
+        if e not in atomic_numbers:
+            raise ExportFormatError(f"n2p2 export: '{e}' is not a chemical element")
+    cuts = {(f.cutoff, f.alpha) for f in d.functions}
+    if len(cuts) != 1:
+        raise ExportFormatError(f"n2p2 export: n2p2 has one cutoff_type for all symmetry functions; this model "
+                                f"mixes {sorted(cuts)}")
+    (kind, alpha), = cuts
+    if kind not in CUTOFF_NUMBERS:
+        raise ExportFormatError(f"n2p2 export: cutoff function '{kind}' has no n2p2 cutoff_type")
+    for e, n in zip(d.elements, d.n_features_per_element):
+        if n == 0:
+            raise ExportFormatError(f"n2p2 export: element {e} has no symmetry function (n2p2 needs at least one)")
+    # n2p2 scales each component from its statistics: (a, b) must follow from (gmin, gmax, gmean, gsigma)
+    a, b = affine_from_stats(scaler.mode, *(getattr(scaler, k).double() for k in ("gmin", "gmax", "gmean", "gsigma")),
+                             scaler.smin, scaler.smax)
+    for e, n in enumerate(d.n_features_per_element):
+        ok = torch.allclose(a[e, :n], scaler.a[e, :n].double(), rtol=1e-12, atol=0) and \
+            torch.allclose(b[e, :n], scaler.b[e, :n].double(), rtol=1e-12, atol=1e-14)
+        if not ok:
+            raise ExportFormatError(f"n2p2 export: the scaler's (a, b) of element {d.elements[e]} do not follow from "
+                                    f"its statistics in mode '{scaler.mode}' (set by hand?); n2p2 cannot express "
+                                    f"an arbitrary affine scaling")
+    return kind, float(alpha)
+
+
+def _exported_layers(potential: Potential, e: str, cols: list[int], spread_zero: np.ndarray):
+    """The network of element ``e`` as n2p2 sees it: inputs permuted to n2p2's order, the output scale folded
+    into the last layer, components of zero spread (mlpot: constant input b) folded into the first bias."""
+    head = potential.head
+    k = potential.elements.index(e)
+    linears = [m for m in head.nets.nets[k] if isinstance(m, torch.nn.Linear)]
+    layers = [(lin.weight.detach().double().cpu().numpy().copy(), lin.bias.detach().double().cpu().numpy().copy())
+              for lin in linears]
+    W0, b0 = layers[0]
+    const = potential.scaler.b[k].detach().double().cpu().numpy()
+    for j in np.flatnonzero(spread_zero):
+        b0 += W0[:, j] * const[j]
+        W0[:, j] = 0.0
+    layers[0] = (W0[:, cols], b0)
+    s = float(head.energy_scale[k])
+    W, b = layers[-1]
+    layers[-1] = (W * s, b * s)
+    return layers
+
+
+def _weights_text(layers, source: str) -> str:
+    """``weights.NNN.data``: n2p2's connection order (per layer: weights by source then target neuron, then the
+    biases of the layer), with n2p2's index columns."""
+    rows = [f"# n2p2 weights written by mlpot.io.n2p2.write from {source}",
+            "# value type index layer_start neuron_start layer_end neuron_end  (biases: value b index layer neuron)"]
+    n = 0
+    for ls, (W, b) in enumerate(layers):
+        n_out, n_in = W.shape
+        for ns in range(n_in):
+            for ne in range(n_out):
+                n += 1
+                rows.append(f"{W[ne, ns]: .17e} a {n:9d} {ls:5d} {ns + 1:5d} {ls + 1:5d} {ne + 1:5d}")
+        for ne in range(n_out):
+            n += 1
+            rows.append(f"{b[ne]: .17e} b {n:9d} {ls + 1:5d} {ne + 1:5d}")
+    return "\n".join(rows) + "\n"
+
+
+def write(potential, folder, source: str | None = None) -> Path:
+    """Write ``potential`` (a :class:`~mlpot.Potential`, or the path of an exported ``model.pt``) as an n2p2
+    potential in ``folder``: ``input.nn``, ``scaling.data`` and ``weights.NNN.data`` (NNN = atomic number), in Å and
+    eV without n2p2's normalisation; :func:`load` reads it back to the same energies and forces.
+
+    Per-element ``e0`` become ``atom_energy`` lines; the head's ``energy_scale`` is folded into the last layer.
+    Needs an ACSF descriptor with one cutoff function, an HDNNP head with n2p2's activations and a
+    :class:`FeatureScaler` whose (a, b) follow from its statistics; anything else raises
+    :class:`~mlpot.errors.ExportFormatError` naming what is unsupported. Returns the folder.
+    """
+    if isinstance(potential, (str, Path)):
+        from mlpot import export
+
+        source = source or str(potential)
+        potential = export.load(potential)
+    source = source or potential.metadata.get("folder", "an mlpot Potential")
+    kind, alpha = _check_exportable(potential)
+    d, head, scaler = potential.descriptor, potential.head, potential.scaler
+    elements_z = sorted(potential.elements, key=lambda e: atomic_numbers[e])
+    el_index = {e: k for k, e in enumerate(elements_z)}
+    order = _n2p2_order(d, elements_z)
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+
+    # statistics; a component of zero spread is constant in mlpot (a = 0): n2p2 would divide by zero, so it gets a
+    # spread of 1 here and its (constant) contribution moves into the first layer's bias
+    stats = torch.stack([getattr(scaler, k).detach().double().cpu() for k in ("gmin", "gmax", "gmean", "gsigma")], -1)
+    stats = stats.numpy().copy()
+    rows = ["# n2p2 symmetry-function scaling data written by mlpot.io.n2p2.write",
+            "# element_index function_index Gmin Gmax Gmean Gsigma (functions in n2p2's sorted order)"]
+    zero_spread = {}
+    for e in elements_z:
+        k = potential.elements.index(e)
+        n = d.n_features_per_element[k]
+        st = stats[k, :n]
+        if scaler.mode in ("minmax", "minmax_center"):
+            zero = ~(st[:, 1] - st[:, 0] > 0)
+            st[zero, 1] = st[zero, 0] + 1.0
+        elif scaler.mode == "sigma":
+            zero = ~(st[:, 3] > 0)
+            st[zero, 3] = 1.0
+        else:
+            zero = np.zeros(n, dtype=bool)
+        zero_spread[e] = zero
+        for pos, col in enumerate(order[el_index[e]]):
+            rows.append(f"{el_index[e] + 1:4d} {pos + 1:5d} " + " ".join(f"{v: .17e}" for v in st[col]))
+    scaling_text = "\n".join(rows) + "\n"
+
+    letters = _activation_letters(head)
+    lines = [f"# n2p2 potential written by mlpot.io.n2p2.write from {source}",
+             "# units: Angstrom and eV (no normalisation)",
+             f"number_of_elements {len(elements_z)}",
+             f"elements {' '.join(elements_z)}",
+             f"cutoff_type {CUTOFF_NUMBERS[kind]} {_num(alpha)}"]
+    lines += list(SCALING_MODE_KEYWORDS[scaler.mode])
+    lines += [f"scale_min_short {_num(scaler.smin)}", f"scale_max_short {_num(scaler.smax)}",
+              f"global_hidden_layers_short {len(head.hidden)}",
+              f"global_nodes_short {' '.join(str(h) for h in head.hidden)}",
+              f"global_activation_short {' '.join(letters)}"]
+    for e in elements_z:
+        lines.append(f"atom_energy {e} {_num(head.e0[potential.elements.index(e)])}")
+    lines.append("# symfunction_short <central> 2 <neighbour> <eta> <rs> <rc>")
+    lines.append("# symfunction_short <central> 3|9 <neighbour1> <neighbour2> <eta> <lambda> <zeta> <rc> <rs>")
+    for e, cols in zip(elements_z, order):
+        fs = d.per_element[d.elements.index(e)]
+        for col in cols:
+            f = _n2p2_neighbours(fs[col], el_index)
+            if f.angular:
+                lines.append(f"symfunction_short {e} {f.type} {f.neighbors[0]} {f.neighbors[1]} {_num(f.eta)} "
+                             f"{_num(f.lam)} {_num(f.zeta)} {_num(f.rc)} {_num(f.rs)}")
+            else:
+                lines.append(f"symfunction_short {e} 2 {f.neighbors[0]} {_num(f.eta)} {_num(f.rs)} {_num(f.rc)}")
+    input_nn = "\n".join(lines) + "\n"
+
+    weights = {}
+    for e, cols in zip(elements_z, order):
+        layers = _exported_layers(potential, e, cols, zero_spread[e])
+        weights[f"weights.{atomic_numbers[e]:03d}.data"] = _weights_text(layers, source)
+
+    write_text(folder / "input.nn", input_nn)
+    write_text(folder / "scaling.data", scaling_text)
+    for name, text in weights.items():
+        write_text(folder / name, text)
+    return folder

@@ -105,4 +105,46 @@ def _input_data_line(raw, n, cur, src, index, length_unit, energy_unit, helpers)
     return cur, None
 
 
-__all__ = ["read_input_data", "iter_input_data"]
+def write_input_data(path, frames, length_unit: float = 1.0, energy_unit: float = 1.0) -> Path:
+    """Write structures (``ase.Atoms`` or a list) as n2p2's ``input.data``, positions and cell in units of
+    ``length_unit`` Å, energies in units of ``energy_unit`` eV (the reverse of :func:`read_input_data`).
+
+    Energy and forces come from mlpot's labels when a frame has them, else 0 (n2p2 needs the fields);
+    charges are 0. Non-periodic frames get no lattice lines; periodicity in only some directions is refused
+    (n2p2 knows fully periodic or free structures only). Numbers are written with 17 significant digits."""
+    from ase import Atoms as _Atoms
+
+    from mlpot.files import write_text
+    from mlpot.io.labels import get_label
+
+    frames = [frames] if isinstance(frames, _Atoms) else list(frames)
+    out = []
+    for index, atoms in enumerate(frames):
+        pbc = atoms.pbc
+        if pbc.any() and not pbc.all():
+            raise DataError(f"n2p2 input.data needs a fully periodic or a free structure, got pbc={pbc.tolist()}",
+                            str(path), index)
+        energy = get_label(atoms, ENERGY)
+        forces = get_label(atoms, FORCES)
+        energy = 0.0 if energy is None else float(energy) / energy_unit
+        forces = np.zeros((len(atoms), 3)) if forces is None else np.asarray(forces, float) * length_unit / energy_unit
+        if forces.shape != (len(atoms), 3):
+            raise DataError(f"forces label of shape {forces.shape} for {len(atoms)} atoms (a stale label, e.g. after "
+                            f"Atoms.repeat?)", str(path), index)
+        out.append("begin")
+        comment = str(atoms.info.get("comment", "")).replace("\n", " ").strip()
+        if comment:
+            out.append(f"comment {comment}")
+        if pbc.all():
+            for v in atoms.cell.array / length_unit:
+                out.append("lattice " + " ".join(f"{x: .17e}" for x in v))
+        for sym, r, f in zip(atoms.get_chemical_symbols(), atoms.positions / length_unit, forces):
+            out.append("atom " + " ".join(f"{x: .17e}" for x in r) + f" {sym} 0.0 0.0 "
+                       + " ".join(f"{x: .17e}" for x in f))
+        out.append(f"energy {energy: .17e}")
+        out.append("charge 0.0")
+        out.append("end")
+    return write_text(path, "\n".join(out) + "\n")
+
+
+__all__ = ["read_input_data", "iter_input_data", "write_input_data"]
