@@ -101,3 +101,27 @@ def test_deploy_from_model_file_and_errors(tmp_path):
         read_metadata(model)
     with pytest.raises(DeployError, match="dtype"):
         deploy(model, tmp_path / "x.pt", dtype="float16")
+
+
+def test_deploy_app(tmp_path, capsys):
+    """mlpot-deploy writes the TorchScript file (default: beside the model) and n2p2's folder; a bad key is one line."""
+    from mlpot.deploy_app import main
+    from mlpot.export import save
+
+    pot = random_potential(ELEMENTS, types=(2, 9))
+    pot.scaler.a.fill_(1.0)  # a scaling n2p2 can express (random_potential's is set by hand)
+    pot.scaler.b.zero_()
+    save(pot, tmp_path / "model.pt")
+    main([f"model={tmp_path}"])
+    assert capsys.readouterr().out.strip() == str(tmp_path / "model.lammps.pt")
+    check_parity(pot, tmp_path / "model.lammps.pt")
+    main([f"model={tmp_path / 'model.pt'}", f"out={tmp_path / 'nn'}", "format=n2p2"])
+    assert (tmp_path / "nn" / "input.nn").is_file() and (tmp_path / "nn" / "scaling.data").is_file()
+    with pytest.raises(SystemExit) as e:
+        main([f"model={tmp_path / 'model.pt'}", "format=xyz"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err.splitlines()
+    assert "format" in err[0] and "torchscript, n2p2" in err[0]
+    with pytest.raises(SystemExit):
+        main([f"model={tmp_path / 'missing.pt'}"])
+    assert "missing.pt" in capsys.readouterr().err.splitlines()[0]
