@@ -132,3 +132,35 @@ def test_plugin_of_another_lammps_version_stops_with_one_line(tmp_path):
     with pytest.raises(SimulationConfigError, match=r"ERROR: plugin mlpot: built for LAMMPS 3 Mar 2020 but loaded into "
                                                     r"another version: rebuild it"):
         run_lammps([f"plugin load {lib}"], tmp_path)
+
+
+def test_md_app_same_run_in_both_engines(plugin, tmp_path):
+    """mlpot-md engine=lammps: the same NVE run (same start, same velocities) as engine=ase, step by step; also with
+    2 ranks, and an EAM file through LAMMPS's own eam pair style."""
+    import csv
+
+    from mlpot.export import save
+    from mlpot.md.app import run
+    from tests.test_md import compose_md, fitted_tiny
+
+    model = save(fitted_tiny(), tmp_path / "model.pt")
+    common = ["md/calculator=model", f"calculator.path={model}", "md/ensemble=nve", "steps=20", "interval=5",
+              "temperature_K=300", "structure.repeat=[3,3,3]", "timestep_fs=2.0", "stop.max_extrapolating_fraction=null"]
+    run(compose_md(f"output_dir={tmp_path / 'ase'}", *common))
+    with open(tmp_path / "ase" / "thermo.csv", newline="") as f:
+        ase_rows = [(int(r["step"]), float(r["epot_eV"]), float(r["etot_eV"])) for r in csv.DictReader(f)]
+    for ranks in (1, 2):
+        out = tmp_path / f"lmp{ranks}"
+        s = run(compose_md(f"output_dir={out}", *common, "engine=lammps", f"lammps.ranks={ranks}",
+                           f"lammps.plugin={plugin}"))
+        assert s["engine"] == "lammps" and (out / "in.lammps").is_file() and (out / "model.lammps.pt").is_file()
+        rows = np.loadtxt(out / "thermo.csv", delimiter=",", skiprows=1)
+        assert [int(r[0]) for r in rows] == [r[0] for r in ase_rows]
+        for (step, epot, etot), r in zip(ase_rows, rows):
+            # ASE's CSV keeps 8 decimals, and LAMMPS's metal-unit constants (mvv2e) differ from ASE's at 1e-8
+            assert abs(r[2] - epot) < 2e-6 and abs(r[4] - etot) < 2e-6, (ranks, step)
+    eam = Path(lammps.__file__).parent / "share" / "lammps" / "potentials" / "Cu_u3.eam"
+    if eam.is_file():
+        s = run(compose_md(f"output_dir={tmp_path / 'eam'}", "md/calculator=eam", f"calculator.path={eam}",
+                           "engine=lammps", "steps=10", "interval=5"))
+        assert np.loadtxt(tmp_path / "eam" / "thermo.csv", delimiter=",", skiprows=1).shape[0] == 3
