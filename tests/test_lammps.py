@@ -83,6 +83,20 @@ def test_lammps_equals_calculator(name, plugin, tmp_path):
         assert np.abs(got["stress"] - ref["stress"]).max() < 1e-8, ranks
 
 
+def test_float32_deployment_in_lammps(plugin, tmp_path):
+    """A float32 deployment: LAMMPS equals the calculator in float32 (same arithmetic), to float32 rounding."""
+    from mlpot.calculator import MLPotCalculator
+    from mlpot.md.lammps import single_point
+
+    pot = potentials()["acsf"]
+    model = {"kind": "deployed", "path": deploy(pot, tmp_path / "m32.pt", dtype="float32")}
+    atoms = alloy((3, 3, 3), a=3.75, seed=8)
+    atoms.calc = MLPotCalculator(pot, dtype="float32")
+    got = single_point(atoms, model, ELEMENTS, tmp_path / "np2", ranks=2, plugin=plugin)
+    assert abs(got["energy"] - atoms.get_potential_energy()) / len(atoms) < 1e-5
+    assert np.abs(got["forces"] - atoms.get_forces()).max() < 1e-4
+
+
 def test_bad_input_stops_lammps_with_one_line(plugin, tmp_path):
     import json
     import zipfile
