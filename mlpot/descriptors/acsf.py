@@ -259,37 +259,63 @@ class ACSF(nn.Module):
         return self.from_edges(vec, species, edge_index)
 
     def _columns(self, species, edge_index, r):
-        """Target columns of the radial (P, K_r) and angular (T, K_a) values, and the triplets."""
+        """Target columns of the radial (P, K_r) and angular (T, K_a) values, and the triplets: as indices
+        into the pair list (p1, p2) and into the pairs inside the angular cutoff (``plan``, :meth:`edge_plan`)."""
         i, j = edge_index
         zi, zj = species[i], species[j]
         rad_col = self.rad_map[zi, zj] if len(self.rad_kernels) else None
-        p1 = p2 = ang_col = None
+        p1 = p2 = ang_col = plan = None
         if len(self.ang_kernels):
-            p1, p2 = triplets(i, species.shape[0], r.detach() < self.angular_cutoff)
+            plan = self.edge_plan(r, edge_index, species.shape[0])
+            ang = plan["ang"]
+            p1, p2 = ang.index_select(0, plan["p1"]), ang.index_select(0, plan["p2"])
             ang_col = self.ang_map[zi.index_select(0, p1), self.pair_id[zj.index_select(0, p1), zj.index_select(0, p2)]]
-        return rad_col, p1, p2, ang_col
+        return rad_col, p1, p2, ang_col, plan
 
-    def from_edges(self, vec: torch.Tensor, species: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
+    def edge_plan(self, r: torch.Tensor, edge_index: torch.Tensor, n_atoms: int) -> dict:
+        """The index work of :meth:`from_edges` that depends only on which pairs are inside the angular
+        cutoff: ``ang`` (the pairs with r < ``angular_cutoff``, in pair order) and, where some kernels go
+        through triplets, ``p1``/``p2`` (the triplets, as indices into ``ang``). Computed without gradients;
+        a caller may compute it once outside a compiled region and pass it to :meth:`from_edges`."""
+        with torch.no_grad():
+            plan = {}
+            if len(self.ang_kernels):
+                ang = torch.nonzero(r.detach() < self.angular_cutoff).squeeze(1)
+                plan["ang"] = ang
+                if len(self.tri_k):
+                    plan["p1"], plan["p2"] = triplets(edge_index[0].index_select(0, ang), n_atoms)
+            return plan
+
+    def from_edges(self, vec: torch.Tensor, species: torch.Tensor, edge_index: torch.Tensor,
+                   plan: dict | None = None) -> torch.Tensor:
         """Descriptors (n_atoms, n_features) from the pair vectors r_ij (edge_index sorted by centre).
 
         Per-atom blocks (radial kernels per neighbour element, moment-expanded angular kernels per
         neighbour-element pair) are summed as whole rows, then each central element's columns are
-        gathered from them; the remaining angular kernels are added from triplets.
+        gathered from them; the remaining angular kernels are added from triplets. The angular work
+        runs only over the pairs inside ``angular_cutoff`` (every angular kernel is exactly 0 beyond its
+        own cutoff, so the others would add exact zeros); ``plan``: :meth:`edge_plan`, computed here when
+        None.
         """
         n_atoms, n_el = species.shape[0], len(self.elements)
         r = torch.linalg.norm(vec, dim=-1)
         i, j = edge_index
         row = i * n_el + species.index_select(0, j)  # (centre atom, neighbour element)
+        if plan is None:
+            plan = self.edge_plan(r, edge_index, n_atoms)
         blocks = []
         if len(self.rad_kernels):
             R = vec.new_zeros(n_atoms * n_el, len(self.rad_kernels)).index_add(0, row, self._radial_values(r))
             blocks.append(R.view(n_atoms, -1))
+        if len(self.ang_kernels):
+            ang = plan["ang"]
+            vec_a, r_a = vec.index_select(0, ang), r.index_select(0, ang)
         if len(self.mom_ku):
-            blocks.append(self._moment_block(vec, r, row, n_atoms).reshape(n_atoms, -1))
+            blocks.append(self._moment_block(vec_a, r_a, row.index_select(0, ang), n_atoms).reshape(n_atoms, -1))
         blocks.append(vec.new_zeros(n_atoms, 1))
         G = torch.cat(blocks, 1).gather(1, self.block_src.index_select(0, species))
         if len(self.tri_k):
-            G = G + self._triplet_block(vec, r, species, edge_index)
+            G = G + self._triplet_block(vec_a, r_a, species, edge_index.index_select(1, ang), plan["p1"], plan["p2"])
         return G
 
     def _moment_pair_factor(self, r: torch.Tensor) -> torch.Tensor:
@@ -318,13 +344,16 @@ class ACSF(nn.Module):
         S = (S - same * D.index_select(1, self.pair_a)[..., None]) * (1.0 - 0.5 * same)
         return (S.index_select(2, self.mom_ku) * self.mom_coef.to(dt)).sum(-1)
 
-    def _triplet_block(self, vec, r, species, edge_index):
-        """The angular kernels not covered by the moment expansion, from triplets: (n_atoms, F)."""
+    def _triplet_block(self, vec, r, species, edge_index, p1=None, p2=None):
+        """The angular kernels not covered by the moment expansion, from triplets: (n_atoms, F).
+        ``vec``, ``r``, ``edge_index``: the pairs inside the angular cutoff (sorted by centre); ``p1``, ``p2``:
+        their triplets (computed here when None)."""
         n_atoms, F = species.shape[0], self.n_features
         i, j = edge_index
         zi, zj = species.index_select(0, i), species.index_select(0, j)
         ks = self.tri_k
-        p1, p2 = triplets(i, n_atoms, r.detach() < self.angular_cutoff)
+        if p1 is None:
+            p1, p2 = triplets(i, n_atoms, r.detach() < self.angular_cutoff)
         col = self.ang_map.index_select(2, ks)[
             zi.index_select(0, p1), self.pair_id[zj.index_select(0, p1), zj.index_select(0, p2)]]
         h = self._pair_factor(r)
@@ -356,16 +385,17 @@ class ACSF(nn.Module):
         i = edge_index[0]
         G = torch.zeros(n_atoms * (F + 1), dtype=vec.dtype, device=vec.device)
         J = torch.zeros(vec.shape[0] * (F + 1), 3, dtype=vec.dtype, device=vec.device)
-        rad_col, p1, p2, ang_col = self._columns(species, edge_index, r)
+        rad_col, p1, p2, ang_col, plan = self._columns(species, edge_index, r)
         if rad_col is not None:
             val, dval = _with_derivative(self._radial_values, r)
             G.index_add_(0, (i[:, None] * (F + 1) + rad_col).reshape(-1), val.reshape(-1))
             pidx = torch.arange(vec.shape[0], device=vec.device)
             J.index_add_(0, (pidx[:, None] * (F + 1) + rad_col).reshape(-1), (dval[:, :, None] * unit[:, None, :]).reshape(-1, 3))
         if ang_col is not None:
-            h, dh = _with_derivative(self._pair_factor, r)
+            h, dh = _with_derivative(self._pair_factor, r.index_select(0, plan["ang"]))  # pairs inside the angular cutoff
             sel = lambda x, idx: x.index_select(0, idx).index_select(1, self.ang_u)  # noqa: E731
-            h1, dh1, h2, dh2 = sel(h, p1), sel(dh, p1), sel(h, p2), sel(dh, p2)  # (T, K)
+            q1, q2 = plan["p1"], plan["p2"]
+            h1, dh1, h2, dh2 = sel(h, q1), sel(dh, q1), sel(h, q2), sel(dh, q2)  # (T, K)
             u1, u2 = unit.index_select(0, p1), unit.index_select(0, p2)
             r1, r2 = r.index_select(0, p1)[:, None], r.index_select(0, p2)[:, None]
             cos = (u1 * u2).sum(-1)
@@ -414,13 +444,19 @@ class ACSF(nn.Module):
             dparts.append(dval[:, :, None] * unit[:, None, :])
         K_r = len(self.rad_kernels)
         U = M = 0
-        if len(self.mom_ku):
-            h, dh = _with_derivative(self._moment_pair_factor, r)
-            mono, dmono = angular_monomials_with_grad(unit, r, self.mom_expo, self._max_degree)
+        if len(self.mom_ku):  # computed for the pairs inside the angular cutoff; exact zeros for the others
+            ang = torch.nonzero(r < self.angular_cutoff).squeeze(1)
+            ra, ua = r.index_select(0, ang), unit.index_select(0, ang)
+            h, dh = _with_derivative(self._moment_pair_factor, ra)
+            mono, dmono = angular_monomials_with_grad(ua, ra, self.mom_expo, self._max_degree)
             U, M = h.shape[1], mono.shape[1]
-            parts += [(h[:, :, None] * mono[:, None, :]).reshape(n_pairs, U * M), h * h]
-            dq = dh[:, :, None, None] * mono[:, None, :, None] * unit[:, None, None, :] + h[:, :, None, None] * dmono[:, None]
-            dparts += [dq.reshape(n_pairs, U * M, 3), (2.0 * h * dh)[:, :, None] * unit[:, None, :]]
+            q = (h[:, :, None] * mono[:, None, :]).reshape(-1, U * M)
+            dq = dh[:, :, None, None] * mono[:, None, :, None] * ua[:, None, None, :] + h[:, :, None, None] * dmono[:, None]
+            q_all = vec.new_zeros(n_pairs, U * M + U).index_copy(0, ang, torch.cat([q, h * h], 1))
+            dq_all = vec.new_zeros(n_pairs, U * M + U, 3).index_copy(
+                0, ang, torch.cat([dq.reshape(-1, U * M, 3), (2.0 * h * dh)[:, :, None] * ua[:, None, :]], 1))
+            parts.append(q_all)
+            dparts.append(dq_all)
         B = K_r + U * M + U
         phi, dphi = torch.cat(parts, 1), torch.cat(dparts, 1)
         if n_el > 1:  # place each pair's terms in its neighbour element's block
