@@ -266,24 +266,39 @@ class ACSF(nn.Module):
         rad_col = self.rad_map[zi, zj] if len(self.rad_kernels) else None
         p1 = p2 = ang_col = plan = None
         if len(self.ang_kernels):
-            plan = self.edge_plan(r, edge_index, species.shape[0])
+            plan = self.edge_plan(r, species, edge_index)
             ang = plan["ang"]
             p1, p2 = ang.index_select(0, plan["p1"]), ang.index_select(0, plan["p2"])
             ang_col = self.ang_map[zi.index_select(0, p1), self.pair_id[zj.index_select(0, p1), zj.index_select(0, p2)]]
         return rad_col, p1, p2, ang_col, plan
 
-    def edge_plan(self, r: torch.Tensor, edge_index: torch.Tensor, n_atoms: int) -> dict:
+    def edge_plan(self, r: torch.Tensor, species: torch.Tensor, edge_index: torch.Tensor) -> dict:
         """The index work of :meth:`from_edges` that depends only on which pairs are inside the angular
-        cutoff: ``ang`` (the pairs with r < ``angular_cutoff``, in pair order) and, where some kernels go
-        through triplets, ``p1``/``p2`` (the triplets, as indices into ``ang``). Computed without gradients;
-        a caller may compute it once outside a compiled region and pass it to :meth:`from_edges`."""
+        cutoff: ``ang`` (the pairs with r < ``angular_cutoff``, in pair order); for the moment block, ``slot``
+        (each of these pairs' place in a table of (centre atom, neighbour element) rows of ``width`` places);
+        where some kernels go through triplets, ``p1``/``p2`` (the triplets, as indices into ``ang``).
+        Computed without gradients; a caller may compute it once outside a compiled region and pass it to
+        :meth:`from_edges`."""
         with torch.no_grad():
             plan = {}
-            if len(self.ang_kernels):
-                ang = torch.nonzero(r.detach() < self.angular_cutoff).squeeze(1)
-                plan["ang"] = ang
-                if len(self.tri_k):
-                    plan["p1"], plan["p2"] = triplets(edge_index[0].index_select(0, ang), n_atoms)
+            if not len(self.ang_kernels):
+                return plan
+            n_atoms, n_el = species.shape[0], len(self.elements)
+            ang = torch.nonzero(r.detach() < self.angular_cutoff).squeeze(1)
+            plan["ang"] = ang
+            i = edge_index[0].index_select(0, ang)
+            if len(self.mom_ku):
+                row = i * n_el + species.index_select(0, edge_index[1].index_select(0, ang))
+                order = torch.argsort(row, stable=True)
+                counts = torch.bincount(row, minlength=n_atoms * n_el)
+                start = torch.cumsum(counts, 0) - counts
+                width = int(counts.max()) if counts.numel() and ang.numel() else 1
+                rs = row.index_select(0, order)
+                slot = torch.empty_like(row)
+                slot[order] = rs * width + torch.arange(rs.shape[0], device=r.device) - start.index_select(0, rs)
+                plan["slot"], plan["width"] = slot, width
+            if len(self.tri_k):
+                plan["p1"], plan["p2"] = triplets(i, n_atoms)
             return plan
 
     def from_edges(self, vec: torch.Tensor, species: torch.Tensor, edge_index: torch.Tensor,
@@ -302,7 +317,7 @@ class ACSF(nn.Module):
         i, j = edge_index
         row = i * n_el + species.index_select(0, j)  # (centre atom, neighbour element)
         if plan is None:
-            plan = self.edge_plan(r, edge_index, n_atoms)
+            plan = self.edge_plan(r, species, edge_index)
         blocks = []
         if len(self.rad_kernels):
             R = vec.new_zeros(n_atoms * n_el, len(self.rad_kernels)).index_add(0, row, self._radial_values(r))
@@ -311,7 +326,7 @@ class ACSF(nn.Module):
             ang = plan["ang"]
             vec_a, r_a = vec.index_select(0, ang), r.index_select(0, ang)
         if len(self.mom_ku):
-            blocks.append(self._moment_block(vec_a, r_a, row.index_select(0, ang), n_atoms).reshape(n_atoms, -1))
+            blocks.append(self._moment_block(vec_a, r_a, plan["slot"], plan["width"], n_atoms).reshape(n_atoms, -1))
         blocks.append(vec.new_zeros(n_atoms, 1))
         G = torch.cat(blocks, 1).gather(1, self.block_src.index_select(0, species))
         if len(self.tri_k):
@@ -322,15 +337,19 @@ class ACSF(nn.Module):
         """exp(-η (r - r_s)²) f_c(r) of the moment-expanded angular kernels, per pair: (P, U)."""
         return self._gaussians(r, self.mom_eta, self.mom_rs, self.mom_cut)
 
-    def _moment_block(self, vec, r, row, n_atoms):
-        """Wide angular kernels with integer ζ from per-pair monomial sums: (n_atoms, n_pairs_el, K_m)."""
+    def _moment_block(self, vec, r, slot, width: int, n_atoms):
+        """Wide angular kernels with integer ζ from per-pair monomial sums: (n_atoms, n_pairs_el, K_m).
+        ``slot``: each pair's place in a zero-padded table of ``width`` places per (centre atom, neighbour element)
+        row, so that the sums Q = Σ_j h_j ⊗ m(û_ij) are one batched matrix product per row (no (P, U, M)
+        intermediate in the forward or the backward pass)."""
         n_el = len(self.elements)
         h = self._moment_pair_factor(r)  # (P, U)
-        mono = angular_monomials(vec / r[:, None], self.mom_expo, self._max_degree)
-        U, M = h.shape[1], mono.shape[1]
-        q = (h[:, :, None] * mono[:, None, :]).reshape(-1, U * M)
-        Q = vec.new_zeros(n_atoms * n_el, U * M).index_add(0, row, q).view(n_atoms, n_el, U, M)
-        D = vec.new_zeros(n_atoms * n_el, U).index_add(0, row, h * h).view(n_atoms, n_el, U)
+        mono = angular_monomials(vec / r[:, None], self.mom_expo, self._max_degree)  # (P, M)
+        U, M, R = h.shape[1], mono.shape[1], n_atoms * n_el
+        h_pad = vec.new_zeros(R * width, U).index_copy(0, slot, h).view(R, width, U)
+        m_pad = vec.new_zeros(R * width, M).index_copy(0, slot, mono).view(R, width, M)
+        Q = torch.bmm(h_pad.transpose(1, 2), m_pad).view(n_atoms, n_el, U, M)
+        D = (h_pad * h_pad).sum(1).view(n_atoms, n_el, U)
         return self._moment_from_sums(Q, D)
 
     def _moment_from_sums(self, Q, D):
