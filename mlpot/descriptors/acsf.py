@@ -204,6 +204,18 @@ class ACSF(nn.Module):
                         src[c, ang_map[c, p, k]] = n_el * K_r + p * K_m + row
         self.register_buffer("block_src", src, persistent=False)
         self.register_buffer("tri_k", torch.tensor(tri, dtype=torch.long), persistent=False)
+        # triplet kernels: values summed per (atom, neighbour-element pair) row, columns gathered like block_src
+        K_t = len(tri)
+        tri_src = torch.full((n_el, F), n_pairs_el * K_t, dtype=torch.long)
+        for c in range(n_el):
+            for p in range(n_pairs_el):
+                for pos, k in enumerate(tri):
+                    if ang_map[c, p, k] < F:
+                        tri_src[c, ang_map[c, p, k]] = p * K_t + pos
+        self.register_buffer("tri_src", tri_src, persistent=False)
+        # when every triplet kernel is narrow (type 3), a triplet with r_jk beyond their cutoffs adds exact zeros
+        narrow_only = K_t > 0 and all(self.ang_kernels[k][0] == 3 for k in tri)
+        self._tri_jk_cutoff = max(self.cut_sets[self.ang_kernels[k][5]][0] for k in tri) if narrow_only else None
 
     # -- configuration ---------------------------------------------------------------------------
     def config(self) -> dict:
@@ -266,19 +278,22 @@ class ACSF(nn.Module):
         rad_col = self.rad_map[zi, zj] if len(self.rad_kernels) else None
         p1 = p2 = ang_col = plan = None
         if len(self.ang_kernels):
-            plan = self.edge_plan(r, species, edge_index)
+            plan = self.edge_plan(r, species, edge_index)  # no r_jk filter: here every angular kernel uses triplets
             ang = plan["ang"]
             p1, p2 = ang.index_select(0, plan["p1"]), ang.index_select(0, plan["p2"])
             ang_col = self.ang_map[zi.index_select(0, p1), self.pair_id[zj.index_select(0, p1), zj.index_select(0, p2)]]
         return rad_col, p1, p2, ang_col, plan
 
-    def edge_plan(self, r: torch.Tensor, species: torch.Tensor, edge_index: torch.Tensor) -> dict:
+    def edge_plan(self, r: torch.Tensor, species: torch.Tensor, edge_index: torch.Tensor, vec=None,
+                  triplet_chunk: int | None = None) -> dict:
         """The index work of :meth:`from_edges` that depends only on which pairs are inside the angular
         cutoff: ``ang`` (the pairs with r < ``angular_cutoff``, in pair order); for the moment block, ``slot``
         (each of these pairs' place in a table of (centre atom, neighbour element) rows of ``width`` places);
-        where some kernels go through triplets, ``p1``/``p2`` (the triplets, as indices into ``ang``).
-        Computed without gradients; a caller may compute it once outside a compiled region and pass it to
-        :meth:`from_edges`."""
+        where some kernels go through triplets, ``p1``/``p2`` (the triplets, as indices into ``ang``; when
+        every such kernel is narrow and ``vec`` is given, only those with r_jk inside their cutoff: the others
+        add exact zeros) and ``chunks`` (ranges of at most ``triplet_chunk`` triplets, default
+        ``TRIPLET_CHUNK``, evaluated one at a time). Computed without gradients, a group of centre atoms at a
+        time; a caller may compute it once outside a compiled region and pass it to :meth:`from_edges`."""
         with torch.no_grad():
             plan = {}
             if not len(self.ang_kernels):
@@ -298,7 +313,32 @@ class ACSF(nn.Module):
                 slot[order] = rs * width + torch.arange(rs.shape[0], device=r.device) - start.index_select(0, rs)
                 plan["slot"], plan["width"] = slot, width
             if len(self.tri_k):
-                plan["p1"], plan["p2"] = triplets(i, n_atoms)
+                chunk = int(triplet_chunk or TRIPLET_CHUNK)
+                va = vec.detach().index_select(0, ang) if vec is not None and self._tri_jk_cutoff is not None else None
+                counts = torch.bincount(i, minlength=n_atoms)
+                ends = torch.cumsum(counts, 0).tolist()  # pair ranges of the centre atoms
+                per_atom = (counts * (counts - 1) // 2).tolist()
+                p1s, p2s, a0, p0, acc = [], [], 0, 0, 0
+                for a in range(n_atoms + 1):  # groups of centre atoms with at most `chunk` triplets (or one atom)
+                    if a == n_atoms or (acc and acc + per_atom[a] > chunk):
+                        if acc:
+                            p1, p2 = triplets(i[p0 : ends[a - 1]] - a0, a - a0)
+                            p1, p2 = p1 + p0, p2 + p0
+                            if va is not None:
+                                d = va.index_select(0, p2) - va.index_select(0, p1)
+                                keep = torch.nonzero((d * d).sum(1) < self._tri_jk_cutoff**2).squeeze(1)
+                                p1, p2 = p1.index_select(0, keep), p2.index_select(0, keep)
+                            p1s.append(p1)
+                            p2s.append(p2)
+                        if a == n_atoms:
+                            break
+                        a0, p0, acc = a, ends[a - 1] if a else 0, 0
+                    acc += per_atom[a]
+                p1 = torch.cat(p1s) if p1s else i.new_zeros(0)
+                p2 = torch.cat(p2s) if p2s else i.new_zeros(0)
+                plan["p1"], plan["p2"] = p1, p2
+                bounds = list(range(0, p1.shape[0], chunk)) + [p1.shape[0]]
+                plan["chunks"] = list(zip(bounds[:-1], bounds[1:])) or [(0, 0)]
             return plan
 
     def from_edges(self, vec: torch.Tensor, species: torch.Tensor, edge_index: torch.Tensor,
@@ -317,7 +357,7 @@ class ACSF(nn.Module):
         i, j = edge_index
         row = i * n_el + species.index_select(0, j)  # (centre atom, neighbour element)
         if plan is None:
-            plan = self.edge_plan(r, species, edge_index)
+            plan = self.edge_plan(r, species, edge_index, vec)
         blocks = []
         if len(self.rad_kernels):
             R = vec.new_zeros(n_atoms * n_el, len(self.rad_kernels)).index_add(0, row, self._radial_values(r))
@@ -330,7 +370,8 @@ class ACSF(nn.Module):
         blocks.append(vec.new_zeros(n_atoms, 1))
         G = torch.cat(blocks, 1).gather(1, self.block_src.index_select(0, species))
         if len(self.tri_k):
-            G = G + self._triplet_block(vec_a, r_a, species, edge_index.index_select(1, ang), plan["p1"], plan["p2"])
+            G = G + self._triplet_block(vec_a, r_a, species, edge_index.index_select(1, ang), plan["p1"], plan["p2"],
+                                        plan.get("chunks"))
         return G
 
     def _moment_pair_factor(self, r: torch.Tensor) -> torch.Tensor:
@@ -363,29 +404,45 @@ class ACSF(nn.Module):
         S = (S - same * D.index_select(1, self.pair_a)[..., None]) * (1.0 - 0.5 * same)
         return (S.index_select(2, self.mom_ku) * self.mom_coef.to(dt)).sum(-1)
 
-    def _triplet_block(self, vec, r, species, edge_index, p1=None, p2=None):
+    def _triplet_block(self, vec, r, species, edge_index, p1=None, p2=None, chunks=None):
         """The angular kernels not covered by the moment expansion, from triplets: (n_atoms, F).
         ``vec``, ``r``, ``edge_index``: the pairs inside the angular cutoff (sorted by centre); ``p1``, ``p2``:
-        their triplets (computed here when None)."""
-        n_atoms, F = species.shape[0], self.n_features
+        their triplets (all of them when None). Values are summed per (centre atom, neighbour-element pair)
+        row of kernels, then each central element's columns are gathered (``tri_src``). With several
+        ``chunks`` (ranges of triplets), each is evaluated on its own and recomputed in the backward pass
+        (``torch.utils.checkpoint``), so that memory stays bounded by one chunk's intermediates."""
+        n_atoms, n_el = species.shape[0], len(self.elements)
+        n_pairs_el = n_el * (n_el + 1) // 2
         i, j = edge_index
-        zi, zj = species.index_select(0, i), species.index_select(0, j)
-        ks = self.tri_k
         if p1 is None:
-            p1, p2 = triplets(i, n_atoms, r.detach() < self.angular_cutoff)
-        col = self.ang_map.index_select(2, ks)[
-            zi.index_select(0, p1), self.pair_id[zj.index_select(0, p1), zj.index_select(0, p2)]]
+            p1, p2 = triplets(i, n_atoms)
+        rowkey = i * n_pairs_el  # + pair_id of the two neighbours' elements
+        zj = species.index_select(0, j)
         h = self._pair_factor(r)
-        v1, v2 = vec.index_select(0, p1), vec.index_select(0, p2)
-        cos = (v1 * v2).sum(-1) / (r.index_select(0, p1) * r.index_select(0, p2))
-        hh = h.index_select(0, p1) * h.index_select(0, p2)
-        val = hh.index_select(1, self.ang_u[ks]) * self._angle_factor(cos).index_select(1, self.ang_v[ks])
-        if len(self.ang_third):
-            third = self._third_factor(torch.linalg.norm(v2 - v1, dim=-1))
-            val = val * third.index_select(1, self.ang_w[ks])
-        center = i.index_select(0, p1)
-        out = vec.new_zeros(n_atoms * (F + 1)).index_add(0, (center[:, None] * (F + 1) + col).reshape(-1), val.reshape(-1))
-        return out.view(n_atoms, F + 1)[:, :F]
+        ks = self.tri_k
+        u, v, w = self.ang_u[ks], self.ang_v[ks], self.ang_w[ks]
+
+        def part(vec, h, q1, q2):
+            rows = rowkey.index_select(0, q1) + self.pair_id[zj.index_select(0, q1), zj.index_select(0, q2)]
+            v1, v2 = vec.index_select(0, q1), vec.index_select(0, q2)
+            cos = (v1 * v2).sum(-1) / (r.index_select(0, q1) * r.index_select(0, q2))
+            hh = h.index_select(0, q1) * h.index_select(0, q2)
+            val = hh.index_select(1, u) * self._angle_factor(cos).index_select(1, v)
+            if len(self.ang_third):
+                val = val * self._third_factor(torch.linalg.norm(v2 - v1, dim=-1)).index_select(1, w)
+            return vec.new_zeros(n_atoms * n_pairs_el, ks.shape[0]).index_add(0, rows, val)
+
+        if not chunks or len(chunks) == 1:
+            block = part(vec, h, p1, p2)
+        else:
+            from torch.utils.checkpoint import checkpoint
+
+            block = None
+            for s, e in chunks:
+                b = checkpoint(part, vec, h, p1[s:e], p2[s:e], use_reentrant=False)
+                block = b if block is None else block + b
+        block = torch.cat([block.view(n_atoms, -1), vec.new_zeros(n_atoms, 1)], 1)
+        return block.gather(1, self.tri_src.index_select(0, species))
 
     def jacobian(self, vec: torch.Tensor, species: torch.Tensor, edge_index: torch.Tensor):
         """Descriptors G (n_atoms, F) and their derivatives with respect to each pair vector,
@@ -498,6 +555,9 @@ class ACSF(nn.Module):
             return torch.cat(blocks, 1).gather(1, src)
 
         return pair_sum_jacobian(phi, dphi, combine, edge_index[0], n_atoms)
+
+
+TRIPLET_CHUNK = 1 << 20  # triplets per chunk of the triplet block (about 0.5 GB of intermediates in float64)
 
 
 def _with_derivative(fn, x: torch.Tensor):
