@@ -182,7 +182,7 @@ class MLPotCalculator(Calculator):
         plan = None
         if hasattr(self.potential.descriptor, "edge_plan"):
             r = torch.linalg.norm(vec, dim=-1)
-            plan = self.potential.descriptor.edge_plan(r, species, edge_index)
+            plan = self.potential.descriptor.edge_plan(r, species, edge_index, vec)
         with torch.enable_grad():
             atomic, forces, stress, G = self._run(vec, species, edge_index, volume, want_stress, plan)
         self._post(G.detach(), species)

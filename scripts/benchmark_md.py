@@ -82,10 +82,45 @@ def rss_bytes() -> int:
         return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
+def child_cu2s(args) -> None:
+    """n2p2's Cu2S potential on its 144-atom structure 0 repeated ``--size`` times along each axis: the first
+    energy + forces call (neighbour list, plan and, compiled, the compilation included) and the fastest of
+    ``--repeats`` further calls (positions moved by 1e-3 Å each time); prints a JSON line."""
+    import numpy as np
+    import torch
+
+    from mlpot.calculator import MLPotCalculator
+    from mlpot.io import n2p2
+
+    torch.set_num_threads(args.threads)
+    _, opts = CASES[args.case]
+    pot = n2p2.load(args.cu2s_folder)
+    atoms = n2p2.read_input_data(Path(args.cu2s_folder) / "input.data")[0].repeat(args.size)
+    calc = MLPotCalculator(pot, **opts)
+    atoms.calc = calc
+    base = rss_bytes()
+    t0 = time.perf_counter()
+    atoms.get_forces()
+    first = time.perf_counter() - t0
+    times = []
+    for _ in range(args.repeats):
+        atoms.positions += 1e-3
+        t0 = time.perf_counter()
+        atoms.get_forces()
+        times.append(time.perf_counter() - t0)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    print(json.dumps({"case": args.case, "cu2s_reps": args.size, "n_atoms": len(atoms), "first_call_s": first,
+                      "call_s": min(times) if times else None, "peak_rss_gib": peak / 2**30,
+                      "extra_gib": (peak - base) / 2**30, "energy": float(atoms.get_potential_energy()),
+                      "max_force": float(np.abs(atoms.get_forces()).max()), "load": os.getloadavg()}))
+
+
 def child(args) -> None:
     """One case at one size; prints a JSON line."""
     import torch
 
+    if args.cu2s_folder:
+        return child_cu2s(args)
     torch.set_num_threads(args.threads)
     kind, opts = CASES[args.case]
     atoms = structure(args.size)
@@ -129,7 +164,7 @@ def child(args) -> None:
     }))
 
 
-def run_case(args, case: str, size: int) -> dict | None:
+def run_case(args, case: str, size: int, cu2s: bool = False) -> dict | None:
     kind, _ = CASES[case]
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
     if kind == "previous":
@@ -145,12 +180,19 @@ def run_case(args, case: str, size: int) -> dict | None:
         return None
     cmd = [sys.executable, __file__, "--child", "--case", case, "--size", str(size), "--threads", str(args.threads),
            "--warmup", str(args.warmup), "--repeats", str(args.repeats)]
+    if cu2s:
+        cmd += ["--cu2s-folder", args.cu2s_folder]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if proc.returncode != 0:
         last = (proc.stderr.strip().splitlines() or ["?"])[-1]
         print(f"  {case} at {size}: failed ({last})")
         return {"case": case, "size": size, "error": last}
     row = json.loads(proc.stdout.strip().splitlines()[-1])
+    if cu2s:
+        print(f"  Cu2S x{size}^3 ({row['n_atoms']} atoms) {case:>13}: first call {row['first_call_s']:.2f} s, then "
+              f"{row['call_s'] if row['call_s'] is not None else float('nan'):.2f} s; peak RSS "
+              f"{row['peak_rss_gib']:.2f} GiB (+{row['extra_gib']:.2f}); load {row['load'][0]:.2f}", flush=True)
+        return row
     print(f"  {case:>14} {size:>7}: {row['us_per_atom_step']:8.1f} us/atom-step  {row['kib_per_atom']:7.1f} KiB/atom"
           f"  (warm-up {row['warmup_s']:.1f} s, load {row['load'][0]:.2f})", flush=True)
     return row
@@ -158,7 +200,7 @@ def run_case(args, case: str, size: int) -> dict | None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--sizes", type=int, nargs="+", default=[2048, 16384, 131072])
+    p.add_argument("--sizes", type=int, nargs="*", default=[2048, 16384, 131072])
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
     p.add_argument("--previous", default="/work/bench/md_before", help="checkout of the previous version")
@@ -168,6 +210,10 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--out", default=None, help="JSON file for the results")
+    p.add_argument("--cu2s", type=int, nargs="*", default=[],
+                   help="also n2p2's Cu2S potential on its 144-atom cell repeated n x n x n for each n given")
+    p.add_argument("--cu2s-cases", nargs="+", default=["eager f64", "eager f32", "compiled f64", "compiled f32"])
+    p.add_argument("--cu2s-folder", default=None, help="n2p2's Cu2S example (default ../shared/data/n2p2_cu2s)")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--case", help=argparse.SUPPRESS)
     p.add_argument("--size", type=int, help=argparse.SUPPRESS)
@@ -180,6 +226,14 @@ def main() -> None:
         args.previous = None
     rows = []
     print(f"load average at start: {os.getloadavg()}")
+    if args.cu2s:
+        args.cu2s_folder = args.cu2s_folder or str(ROOT.parent / "shared" / "data" / "n2p2_cu2s")
+        for reps in args.cu2s:
+            for case in args.cu2s_cases:
+                row = run_case(args, case, reps, cu2s=True)
+                if row is not None:
+                    rows.append(row)
+        args.cu2s_folder = None
     for size in args.sizes:
         for case in args.cases:
             row = run_case(args, case, size)
@@ -191,7 +245,7 @@ def main() -> None:
     for case in args.cases:
         cells = []
         for s in args.sizes:
-            r = next((r for r in rows if r["case"] == case and r["size"] == s), None)
+            r = next((r for r in rows if r["case"] == case and r.get("size") == s and "cu2s_reps" not in r), None)
             cells.append("–" if r is None or "error" in r else f"{r['us_per_atom_step']:.1f} µs, {r['kib_per_atom']:.0f} KiB")
         print(f"| {case} | " + " | ".join(cells) + " |")
     if args.out:
