@@ -6,7 +6,7 @@ against ASE's and asap3's EMT.
 
 Every (case, size) runs in a fresh process (so that peak memory is its own): fcc Cu (lattice 3.61 Å, cubic cell
 repeated, positions rattled by 0.05 Å, Maxwell–Boltzmann momenta at 300 K), ASE's VelocityVerlet (1 fs) with an
-observer that asks for the stress too, so a step is energy + forces + stress. ``--warmup`` steps (compiled cases:
+observer that asks for the stress too, so a step is energy + forces + stress (``--forces-only``: no observer). ``--warmup`` steps (compiled cases:
 at least 2, the first compiles) are not timed; then ``--repeats`` steps are timed one by one and the table gives
 the fastest (the median is in the JSON).
 
@@ -112,7 +112,8 @@ def child_cu2s(args) -> None:
     print(json.dumps({"case": args.case, "cu2s_reps": args.size, "n_atoms": len(atoms), "first_call_s": first,
                       "call_s": min(times) if times else None, "peak_rss_gib": peak / 2**30,
                       "extra_gib": (peak - base) / 2**30, "energy": float(atoms.get_potential_energy()),
-                      "max_force": float(np.abs(atoms.get_forces()).max()), "load": os.getloadavg()}))
+                      "max_force": float(np.abs(atoms.get_forces()).max()), "load": os.getloadavg(),
+                      "compiled": bool(getattr(calc, "compile", False))}))
 
 
 def child(args) -> None:
@@ -143,7 +144,8 @@ def child(args) -> None:
 
     atoms.calc = calc
     dyn = VelocityVerlet(atoms, timestep=1.0 * units.fs)
-    dyn.attach(lambda: atoms.get_stress(), interval=1)
+    if not args.forces_only:
+        dyn.attach(lambda: atoms.get_stress(), interval=1)
     base = rss_bytes()
     warmup = max(args.warmup, 2 if opts.get("compile") else 1)
     t0 = time.perf_counter()
@@ -161,6 +163,7 @@ def child(args) -> None:
         "us_per_atom_step_median": 1e6 * times[len(times) // 2] / args.size, "warmup_s": t_warm,
         "peak_rss_gib": peak / 2**30, "kib_per_atom": (peak - base) / 1024 / args.size,
         "energy": float(atoms.get_potential_energy()), "load": os.getloadavg(),
+        "compiled": bool(getattr(calc, "compile", False)),
     }))
 
 
@@ -180,6 +183,8 @@ def run_case(args, case: str, size: int, cu2s: bool = False) -> dict | None:
         return None
     cmd = [sys.executable, __file__, "--child", "--case", case, "--size", str(size), "--threads", str(args.threads),
            "--warmup", str(args.warmup), "--repeats", str(args.repeats)]
+    if args.forces_only:
+        cmd.append("--forces-only")
     if cu2s:
         cmd += ["--cu2s-folder", args.cu2s_folder]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
@@ -191,10 +196,12 @@ def run_case(args, case: str, size: int, cu2s: bool = False) -> dict | None:
     if cu2s:
         print(f"  Cu2S x{size}^3 ({row['n_atoms']} atoms) {case:>13}: first call {row['first_call_s']:.2f} s, then "
               f"{row['call_s'] if row['call_s'] is not None else float('nan'):.2f} s; peak RSS "
-              f"{row['peak_rss_gib']:.2f} GiB (+{row['extra_gib']:.2f}); load {row['load'][0]:.2f}", flush=True)
+              f"{row['peak_rss_gib']:.2f} GiB (+{row['extra_gib']:.2f}); load {row['load'][0]:.2f}"
+              f"{'' if row['compiled'] or 'compiled' not in case else '  COMPILE FAILED: ran uncompiled'}", flush=True)
         return row
     print(f"  {case:>14} {size:>7}: {row['us_per_atom_step']:8.1f} us/atom-step  {row['kib_per_atom']:7.1f} KiB/atom"
-          f"  (warm-up {row['warmup_s']:.1f} s, load {row['load'][0]:.2f})", flush=True)
+          f"  (warm-up {row['warmup_s']:.1f} s, load {row['load'][0]:.2f})"
+          f"{'' if row.get('compiled') or 'compiled' not in case else '  COMPILE FAILED: ran uncompiled'}", flush=True)
     return row
 
 
@@ -210,6 +217,8 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--out", default=None, help="JSON file for the results")
+    p.add_argument("--forces-only", action="store_true",
+                   help="no stress observer: a step asks for energy and forces only (NVE without pressure output)")
     p.add_argument("--cu2s", type=int, nargs="*", default=[],
                    help="also n2p2's Cu2S potential on its 144-atom cell repeated n x n x n for each n given")
     p.add_argument("--cu2s-cases", nargs="+", default=["eager f64", "eager f32", "compiled f64", "compiled f32"])

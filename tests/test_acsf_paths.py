@@ -69,8 +69,8 @@ def test_pair_sum_jacobian_equals_triplet_jacobian():
 
 
 def test_planned_paths_equal_the_plain_triplet_sum():
-    """The calculator's path (``edge_plan`` with the r_jk filter of narrow kernels, triplets in small chunks
-    recomputed backwards, angular work only inside the angular cutoff) equals the plain triplet sum of
+    """The calculator's path (``edge_plan`` with the r_jk filter of narrow kernels, triplets and moment-block
+    atoms in small chunks recomputed backwards, angular work only inside the angular cutoff) equals the plain triplet sum of
     ``moment_max_zeta=-1`` without a plan, in values and gradients (1e-12)."""
     narrow = dict(radial=KERNELS["radial"], angular=[{"type": 3, "eta": [0.02, 0.1], "zeta": [1, 3.5],
                                                       "lambda": [1, -1], "rc": 3.9}])
@@ -80,8 +80,8 @@ def test_planned_paths_equal_the_plain_triplet_sum():
         atoms = random_cell(["Cu", "S", "Zn", "Cu", "S", "Cu", "Cu", "S"], a=4.2, seed=5)
         g = atoms_to_graph(atoms, ELEMENTS, 4.8, dtype=torch.float64, with_labels=False)
         vec = edge_vectors(g.positions, g.edge_index, g.shifts, g.cell, g.batch)
-        plan = fast.edge_plan(vec.norm(dim=1), g.species, g.edge_index, vec, triplet_chunk=97)
-        assert len(plan["chunks"]) > 2
+        plan = fast.edge_plan(vec.norm(dim=1), g.species, g.edge_index, vec, triplet_chunk=97, moment_chunk=2000)
+        assert len(plan["chunks"]) > 2 and (kernels is narrow or len(plan["moment_chunks"]) > 2)
         if kernels is narrow:  # the filter dropped triplets, and chunks cover the rest
             assert fast._tri_jk_cutoff == 3.9
             full = fast.edge_plan(vec.norm(dim=1), g.species, g.edge_index)

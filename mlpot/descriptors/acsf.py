@@ -151,6 +151,8 @@ class ACSF(nn.Module):
         self.register_buffer("w_cut", torch.tensor([w[2] for w in self.ang_third], dtype=torch.long), persistent=False)
         self.angular_cutoff = max((f.rc for f in ang), default=0.0)
         self._integer_zeta = all(float(v[1]).is_integer() for v in self.ang_angle)
+        # plain ints (not read from a tensor at run time: torch.compile sees constants)
+        self._zeta_ints = tuple(int(v[1]) for v in self.ang_angle) if self._integer_zeta else ()
         self._setup_blocks(n_el, n_pairs_el, rad_map, ang_map, moment_max_zeta)
 
     def _setup_blocks(self, n_el, n_pairs_el, rad_map, ang_map, moment_max_zeta):
@@ -258,7 +260,7 @@ class ACSF(nn.Module):
         dt = cos.dtype
         base = 1.0 + self.v_lam.to(dt) * cos[:, None]
         if self._integer_zeta:
-            return self.v_pref.to(dt) * _int_pow(base, self.v_zeta)
+            return self.v_pref.to(dt) * _int_pow(base, self._zeta_ints)
         return self.v_pref.to(dt) * base.clamp(min=0.0) ** self.v_zeta.to(dt)
 
     def _third_factor(self, rjk: torch.Tensor) -> torch.Tensor:
@@ -285,10 +287,12 @@ class ACSF(nn.Module):
         return rad_col, p1, p2, ang_col, plan
 
     def edge_plan(self, r: torch.Tensor, species: torch.Tensor, edge_index: torch.Tensor, vec=None,
-                  triplet_chunk: int | None = None) -> dict:
+                  triplet_chunk: int | None = None, moment_chunk: int | None = None) -> dict:
         """The index work of :meth:`from_edges` that depends only on which pairs are inside the angular
         cutoff: ``ang`` (the pairs with r < ``angular_cutoff``, in pair order); for the moment block, ``slot``
-        (each of these pairs' place in a table of (centre atom, neighbour element) rows of ``width`` places);
+        (each of these pairs' place in a table of (centre atom, neighbour element) rows of ``width`` places) and
+        ``moment_chunks`` (ranges of centre atoms and of their pairs, about ``moment_chunk`` monomial values
+        each, default ``MOMENT_CHUNK``, evaluated one at a time);
         where some kernels go through triplets, ``p1``/``p2`` (the triplets, as indices into ``ang``; when
         every such kernel is narrow and ``vec`` is given, only those with r_jk inside their cutoff: the others
         add exact zeros) and ``chunks`` (ranges of at most ``triplet_chunk`` triplets, default
@@ -312,6 +316,15 @@ class ACSF(nn.Module):
                 slot = torch.empty_like(row)
                 slot[order] = rs * width + torch.arange(rs.shape[0], device=r.device) - start.index_select(0, rs)
                 plan["slot"], plan["width"] = slot, width
+                # groups of centre atoms with about `moment_chunk` monomial values each (ang is sorted by centre)
+                per_chunk = max(1, int(moment_chunk or MOMENT_CHUNK) // max(1, self.mom_expo.shape[0]))
+                n_i = torch.bincount(i, minlength=n_atoms)
+                first = torch.cumsum(n_i, 0) - n_i
+                _, sizes = torch.unique_consecutive(torch.div(first, per_chunk, rounding_mode="floor"), return_counts=True)
+                atom_ends = torch.cumsum(sizes, 0)
+                pair_ends = torch.cumsum(n_i, 0).index_select(0, atom_ends - 1)
+                plan["moment_chunks"] = list(zip([0, *atom_ends.tolist()[:-1]], atom_ends.tolist(),
+                                                 [0, *pair_ends.tolist()[:-1]], pair_ends.tolist()))
             if len(self.tri_k):
                 chunk = int(triplet_chunk or TRIPLET_CHUNK)
                 va = vec.detach().index_select(0, ang) if vec is not None and self._tri_jk_cutoff is not None else None
@@ -366,7 +379,7 @@ class ACSF(nn.Module):
             ang = plan["ang"]
             vec_a, r_a = vec.index_select(0, ang), r.index_select(0, ang)
         if len(self.mom_ku):
-            blocks.append(self._moment_block(vec_a, r_a, plan["slot"], plan["width"], n_atoms).reshape(n_atoms, -1))
+            blocks.append(self._moment_chunks(vec_a, r_a, plan, n_atoms).reshape(n_atoms, -1))
         blocks.append(vec.new_zeros(n_atoms, 1))
         G = torch.cat(blocks, 1).gather(1, self.block_src.index_select(0, species))
         if len(self.tri_k):
@@ -377,6 +390,20 @@ class ACSF(nn.Module):
     def _moment_pair_factor(self, r: torch.Tensor) -> torch.Tensor:
         """exp(-η (r - r_s)²) f_c(r) of the moment-expanded angular kernels, per pair: (P, U)."""
         return self._gaussians(r, self.mom_eta, self.mom_rs, self.mom_cut)
+
+    def _moment_chunks(self, vec, r, plan, n_atoms):
+        """:meth:`_moment_block` over the planned groups of centre atoms; with several, each group is recomputed
+        in the backward pass (``torch.utils.checkpoint``), so that memory stays bounded by one group's
+        monomials whatever the number of atoms."""
+        slot, width, chunks = plan["slot"], plan["width"], plan.get("moment_chunks")
+        if not chunks or len(chunks) == 1:
+            return self._moment_block(vec, r, slot, width, n_atoms)
+        from torch.utils.checkpoint import checkpoint
+
+        rows = width * len(self.elements)
+        parts = [checkpoint(self._moment_block, vec[p0:p1], r[p0:p1], slot[p0:p1] - a0 * rows, width, a1 - a0,
+                            use_reentrant=False) for a0, a1, p0, p1 in chunks]
+        return torch.cat(parts, 0)
 
     def _moment_block(self, vec, r, slot, width: int, n_atoms):
         """Wide angular kernels with integer ζ from per-pair monomial sums: (n_atoms, n_pairs_el, K_m).
@@ -558,6 +585,7 @@ class ACSF(nn.Module):
 
 
 TRIPLET_CHUNK = 1 << 20  # triplets per chunk of the triplet block (about 0.5 GB of intermediates in float64)
+MOMENT_CHUNK = 1 << 24  # monomial values (pairs x monomials) per group of atoms of the moment block (~1 GB in float64)
 
 
 def _with_derivative(fn, x: torch.Tensor):
@@ -567,9 +595,10 @@ def _with_derivative(fn, x: torch.Tensor):
     return jvp(fn, (x,), (torch.ones_like(x),))
 
 
-def _int_pow(base: torch.Tensor, zeta: torch.Tensor) -> torch.Tensor:
-    """base ** zeta column-wise for integer zeta, by repeated multiplication (cheap and exact)."""
-    zs = [int(z) for z in zeta.tolist()]
+def _int_pow(base: torch.Tensor, zs) -> torch.Tensor:
+    """base ** zeta column-wise for the integer exponents ``zs`` (Python ints), by repeated multiplication
+    (cheap and exact)."""
+    zs = [int(z) for z in zs]
     if len(set(zs)) == 1:
         return base ** zs[0]
     return torch.stack([base[:, k] ** z for k, z in enumerate(zs)], dim=1)
