@@ -184,8 +184,9 @@ class MLPotCalculator(Calculator):
             r = torch.linalg.norm(vec, dim=-1)
             # compiled: one chunk (checkpointed chunks do not go through inductor's backward; the compiled
             # graph keeps far fewer intermediates anyway)
-            unchunked = {"triplet_chunk": 1 << 62, "moment_chunk": 1 << 62} if self.compile else {}
-            plan = self.potential.descriptor.edge_plan(r, species, edge_index, vec, **unchunked)
+            chunking = {"triplet_chunk": 1 << 62, "moment_chunk": 1 << 62} if self.compile else {}
+            plan = self.potential.descriptor.edge_plan(r, species, edge_index, vec, once_differentiable=True,
+                                                       **chunking)
         with torch.enable_grad():
             atomic, forces, stress, G = self._run(vec, species, edge_index, volume, want_stress, plan)
         self._post(G.detach(), species)

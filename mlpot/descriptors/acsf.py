@@ -215,6 +215,12 @@ class ACSF(nn.Module):
                     if ang_map[c, p, k] < F:
                         tri_src[c, ang_map[c, p, k]] = p * K_t + pos
         self.register_buffer("tri_src", tri_src, persistent=False)
+        # the distinct (pair factor u, third factor w) combinations of the triplet kernels: their product is
+        # formed once per combination, then each kernel multiplies its combination by its angular factor
+        combos, tri_c = _unique([(int(self.ang_u[k]), int(self.ang_w[k])) for k in tri])
+        self.register_buffer("tri_cu", torch.tensor([c[0] for c in combos], dtype=torch.long), persistent=False)
+        self.register_buffer("tri_cw", torch.tensor([c[1] for c in combos], dtype=torch.long), persistent=False)
+        self.register_buffer("tri_c", torch.tensor(tri_c, dtype=torch.long), persistent=False)
         # when every triplet kernel is narrow (type 3), a triplet with r_jk beyond their cutoffs adds exact zeros
         narrow_only = K_t > 0 and all(self.ang_kernels[k][0] == 3 for k in tri)
         self._tri_jk_cutoff = max(self.cut_sets[self.ang_kernels[k][5]][0] for k in tri) if narrow_only else None
@@ -287,7 +293,8 @@ class ACSF(nn.Module):
         return rad_col, p1, p2, ang_col, plan
 
     def edge_plan(self, r: torch.Tensor, species: torch.Tensor, edge_index: torch.Tensor, vec=None,
-                  triplet_chunk: int | None = None, moment_chunk: int | None = None) -> dict:
+                  triplet_chunk: int | None = None, moment_chunk: int | None = None,
+                  once_differentiable: bool = False) -> dict:
         """The index work of :meth:`from_edges` that depends only on which pairs are inside the angular
         cutoff: ``ang`` (the pairs with r < ``angular_cutoff``, in pair order); for the moment block, ``slot``
         (each of these pairs' place in a table of (centre atom, neighbour element) rows of ``width`` places) and
@@ -297,9 +304,12 @@ class ACSF(nn.Module):
         every such kernel is narrow and ``vec`` is given, only those with r_jk inside their cutoff: the others
         add exact zeros) and ``chunks`` (ranges of at most ``triplet_chunk`` triplets, default
         ``TRIPLET_CHUNK``, evaluated one at a time). Computed without gradients, a group of centre atoms at a
-        time; a caller may compute it once outside a compiled region and pass it to :meth:`from_edges`."""
+        time; a caller may compute it once outside a compiled region and pass it to :meth:`from_edges`.
+        ``once_differentiable``: the chunks are recomputed backwards by a plain autograd function (no second
+        derivatives, as for a calculator) instead of ``torch.utils.checkpoint`` (whose first use imports
+        torch's compiler stack, ~3 s)."""
         with torch.no_grad():
-            plan = {}
+            plan = {"once_differentiable": bool(once_differentiable)}
             if not len(self.ang_kernels):
                 return plan
             n_atoms, n_el = species.shape[0], len(self.elements)
@@ -384,7 +394,7 @@ class ACSF(nn.Module):
         G = torch.cat(blocks, 1).gather(1, self.block_src.index_select(0, species))
         if len(self.tri_k):
             G = G + self._triplet_block(vec_a, r_a, species, edge_index.index_select(1, ang), plan["p1"], plan["p2"],
-                                        plan.get("chunks"))
+                                        plan.get("chunks"), plan.get("once_differentiable", False))
         return G
 
     def _moment_pair_factor(self, r: torch.Tensor) -> torch.Tensor:
@@ -398,11 +408,11 @@ class ACSF(nn.Module):
         slot, width, chunks = plan["slot"], plan["width"], plan.get("moment_chunks")
         if not chunks or len(chunks) == 1:
             return self._moment_block(vec, r, slot, width, n_atoms)
-        from torch.utils.checkpoint import checkpoint
-
         rows = width * len(self.elements)
-        parts = [checkpoint(self._moment_block, vec[p0:p1], r[p0:p1], slot[p0:p1] - a0 * rows, width, a1 - a0,
-                            use_reentrant=False) for a0, a1, p0, p1 in chunks]
+        recompute = _recompute_once if plan.get("once_differentiable") else _checkpoint
+        parts = [recompute(lambda v, rr, a0=a0, a1=a1, p0=p0, p1=p1: self._moment_block(
+                     v, rr, slot[p0:p1] - a0 * rows, width, a1 - a0), vec[p0:p1], r[p0:p1])
+                 for a0, a1, p0, p1 in chunks]
         return torch.cat(parts, 0)
 
     def _moment_block(self, vec, r, slot, width: int, n_atoms):
@@ -431,7 +441,8 @@ class ACSF(nn.Module):
         S = (S - same * D.index_select(1, self.pair_a)[..., None]) * (1.0 - 0.5 * same)
         return (S.index_select(2, self.mom_ku) * self.mom_coef.to(dt)).sum(-1)
 
-    def _triplet_block(self, vec, r, species, edge_index, p1=None, p2=None, chunks=None):
+    def _triplet_block(self, vec, r, species, edge_index, p1=None, p2=None, chunks=None,
+                       once_differentiable: bool = False):
         """The angular kernels not covered by the moment expansion, from triplets: (n_atoms, F).
         ``vec``, ``r``, ``edge_index``: the pairs inside the angular cutoff (sorted by centre); ``p1``, ``p2``:
         their triplets (all of them when None). Values are summed per (centre atom, neighbour-element pair)
@@ -447,26 +458,25 @@ class ACSF(nn.Module):
         zj = species.index_select(0, j)
         h = self._pair_factor(r)
         ks = self.tri_k
-        u, v, w = self.ang_u[ks], self.ang_v[ks], self.ang_w[ks]
+        v = self.ang_v[ks]
 
-        def part(vec, h, q1, q2):
+        def part(vec, h, r, q1, q2):  # every differentiable input an argument (recomputed chunks)
             rows = rowkey.index_select(0, q1) + self.pair_id[zj.index_select(0, q1), zj.index_select(0, q2)]
             v1, v2 = vec.index_select(0, q1), vec.index_select(0, q2)
             cos = (v1 * v2).sum(-1) / (r.index_select(0, q1) * r.index_select(0, q2))
-            hh = h.index_select(0, q1) * h.index_select(0, q2)
-            val = hh.index_select(1, u) * self._angle_factor(cos).index_select(1, v)
+            radial = (h.index_select(0, q1) * h.index_select(0, q2)).index_select(1, self.tri_cu)
             if len(self.ang_third):
-                val = val * self._third_factor(torch.linalg.norm(v2 - v1, dim=-1)).index_select(1, w)
+                radial = radial * self._third_factor(torch.linalg.norm(v2 - v1, dim=-1)).index_select(1, self.tri_cw)
+            val = radial.index_select(1, self.tri_c) * self._angle_factor(cos).index_select(1, v)
             return vec.new_zeros(n_atoms * n_pairs_el, ks.shape[0]).index_add(0, rows, val)
 
         if not chunks or len(chunks) == 1:
-            block = part(vec, h, p1, p2)
+            block = part(vec, h, r, p1, p2)
         else:
-            from torch.utils.checkpoint import checkpoint
-
+            recompute = _recompute_once if once_differentiable else _checkpoint
             block = None
             for s, e in chunks:
-                b = checkpoint(part, vec, h, p1[s:e], p2[s:e], use_reentrant=False)
+                b = recompute(lambda v, hh, rr, s=s, e=e: part(v, hh, rr, p1[s:e], p2[s:e]), vec, h, r)
                 block = b if block is None else block + b
         block = torch.cat([block.view(n_atoms, -1), vec.new_zeros(n_atoms, 1)], 1)
         return block.gather(1, self.tri_src.index_select(0, species))
@@ -582,6 +592,37 @@ class ACSF(nn.Module):
             return torch.cat(blocks, 1).gather(1, src)
 
         return pair_sum_jacobian(phi, dphi, combine, edge_index[0], n_atoms)
+
+
+def _checkpoint(fn, *xs):
+    """fn(*xs), recomputed in the backward pass (``torch.utils.checkpoint``, differentiable twice)."""
+    from torch.utils.checkpoint import checkpoint
+
+    return checkpoint(fn, *xs, use_reentrant=False)
+
+
+class _RecomputeOnce(torch.autograd.Function):
+    """fn(*xs) without a graph in the forward pass; the backward pass recomputes it with one and returns the
+    vector-Jacobian product (first derivatives only)."""
+
+    @staticmethod
+    def forward(ctx, fn, *xs):
+        ctx.fn = fn
+        ctx.save_for_backward(*xs)
+        return fn(*xs)
+
+    @staticmethod
+    def backward(ctx, grad):
+        xs = [x.detach().requires_grad_(need) for x, need in zip(ctx.saved_tensors, ctx.needs_input_grad[1:])]
+        with torch.enable_grad():
+            out = ctx.fn(*xs)
+        wanted = [x for x in xs if x.requires_grad]
+        grads = iter(torch.autograd.grad(out, wanted, grad, allow_unused=True) if wanted else ())
+        return (None, *[next(grads) if x.requires_grad else None for x in xs])
+
+
+def _recompute_once(fn, *xs):
+    return _RecomputeOnce.apply(fn, *xs)
 
 
 TRIPLET_CHUNK = 1 << 20  # triplets per chunk of the triplet block (about 0.5 GB of intermediates in float64)
