@@ -249,9 +249,10 @@ def main() -> None:
             if row is not None:
                 rows.append(row)
     print(f"load average at end: {os.getloadavg()}")
-    print("\n| case | " + " | ".join(str(s) for s in args.sizes) + " |")
-    print("|---|" + "---|" * len(args.sizes))
-    for case in args.cases:
+    for case in args.cases if args.sizes else []:
+        if case == args.cases[0]:
+            print("\n| case | " + " | ".join(str(s) for s in args.sizes) + " |")
+            print("|---|" + "---|" * len(args.sizes))
         cells = []
         for s in args.sizes:
             r = next((r for r in rows if r["case"] == case and r.get("size") == s and "cu2s_reps" not in r), None)

@@ -307,7 +307,7 @@ class ACSF(nn.Module):
         time; a caller may compute it once outside a compiled region and pass it to :meth:`from_edges`.
         ``once_differentiable``: the chunks are recomputed backwards by a plain autograd function (no second
         derivatives, as for a calculator) instead of ``torch.utils.checkpoint`` (whose first use imports
-        torch's compiler stack, ~3 s)."""
+        torch's compiler stack, ~1 s, and keeps more)."""
         with torch.no_grad():
             plan = {"once_differentiable": bool(once_differentiable)}
             if not len(self.ang_kernels):
