@@ -66,3 +66,38 @@ def test_pair_sum_jacobian_equals_triplet_jacobian():
         for f in range(0, fast.n_features, 7):
             (grad,) = torch.autograd.grad(Gv[:, f].sum(), vv, retain_graph=True)
             assert torch.allclose(grad, J1[:, f], rtol=0, atol=1e-12 * (1 + grad.abs().max()))
+
+
+def test_planned_paths_equal_the_plain_triplet_sum():
+    """The calculator's path (``edge_plan`` with the r_jk filter of narrow kernels, triplets and moment-block
+    atoms in small chunks recomputed backwards, angular work only inside the angular cutoff) equals the plain triplet sum of
+    ``moment_max_zeta=-1`` without a plan, in values and gradients (1e-12)."""
+    narrow = dict(radial=KERNELS["radial"], angular=[{"type": 3, "eta": [0.02, 0.1], "zeta": [1, 3.5],
+                                                      "lambda": [1, -1], "rc": 3.9}])
+    for kernels in (narrow, KERNELS):
+        funcs = build_acsf(ELEMENTS, cutoff=4.8, cutoff_function="poly2", **kernels).functions
+        fast, plain = ACSF(ELEMENTS, funcs).double(), ACSF(ELEMENTS, funcs, moment_max_zeta=-1).double()
+        atoms = random_cell(["Cu", "S", "Zn", "Cu", "S", "Cu", "Cu", "S"], a=4.2, seed=5)
+        g = atoms_to_graph(atoms, ELEMENTS, 4.8, dtype=torch.float64, with_labels=False)
+        vec = edge_vectors(g.positions, g.edge_index, g.shifts, g.cell, g.batch)
+        plan = fast.edge_plan(vec.norm(dim=1), g.species, g.edge_index, vec, triplet_chunk=97, moment_chunk=2000)
+        assert len(plan["chunks"]) > 2 and (kernels is narrow or len(plan["moment_chunks"]) > 2)
+        if kernels is narrow:  # the filter dropped triplets, and chunks cover the rest
+            assert fast._tri_jk_cutoff == 3.9
+            full = fast.edge_plan(vec.norm(dim=1), g.species, g.edge_index)
+            assert 0 < plan["p1"].shape[0] < full["p1"].shape[0]
+        weights = torch.randn(len(atoms), fast.n_features, dtype=torch.float64,
+                              generator=torch.Generator().manual_seed(1))
+        once = fast.edge_plan(vec.norm(dim=1), g.species, g.edge_index, vec, triplet_chunk=97, moment_chunk=2000,
+                              once_differentiable=True)  # the calculator's recomputation of the chunks
+        out = []
+        for d, p in ((fast, plan), (fast, once), (plain, None)):
+            v = vec.clone().requires_grad_(True)
+            G = d.from_edges(v, g.species, g.edge_index, plan=p)
+            (grad,) = torch.autograd.grad((G * weights).sum(), v)
+            out.append((G.detach(), grad))
+        (G2, d2) = out[-1]
+        assert G2.abs().max() > 0.1
+        for G1, d1 in out[:-1]:
+            torch.testing.assert_close(G1, G2, rtol=0, atol=1e-12 * G2.abs().max())
+            torch.testing.assert_close(d1, d2, rtol=0, atol=1e-12 * d2.abs().max())

@@ -151,6 +151,8 @@ class ACSF(nn.Module):
         self.register_buffer("w_cut", torch.tensor([w[2] for w in self.ang_third], dtype=torch.long), persistent=False)
         self.angular_cutoff = max((f.rc for f in ang), default=0.0)
         self._integer_zeta = all(float(v[1]).is_integer() for v in self.ang_angle)
+        # plain ints (not read from a tensor at run time: torch.compile sees constants)
+        self._zeta_ints = tuple(int(v[1]) for v in self.ang_angle) if self._integer_zeta else ()
         self._setup_blocks(n_el, n_pairs_el, rad_map, ang_map, moment_max_zeta)
 
     def _setup_blocks(self, n_el, n_pairs_el, rad_map, ang_map, moment_max_zeta):
@@ -204,6 +206,24 @@ class ACSF(nn.Module):
                         src[c, ang_map[c, p, k]] = n_el * K_r + p * K_m + row
         self.register_buffer("block_src", src, persistent=False)
         self.register_buffer("tri_k", torch.tensor(tri, dtype=torch.long), persistent=False)
+        # triplet kernels: values summed per (atom, neighbour-element pair) row, columns gathered like block_src
+        K_t = len(tri)
+        tri_src = torch.full((n_el, F), n_pairs_el * K_t, dtype=torch.long)
+        for c in range(n_el):
+            for p in range(n_pairs_el):
+                for pos, k in enumerate(tri):
+                    if ang_map[c, p, k] < F:
+                        tri_src[c, ang_map[c, p, k]] = p * K_t + pos
+        self.register_buffer("tri_src", tri_src, persistent=False)
+        # the distinct (pair factor u, third factor w) combinations of the triplet kernels: their product is
+        # formed once per combination, then each kernel multiplies its combination by its angular factor
+        combos, tri_c = _unique([(int(self.ang_u[k]), int(self.ang_w[k])) for k in tri])
+        self.register_buffer("tri_cu", torch.tensor([c[0] for c in combos], dtype=torch.long), persistent=False)
+        self.register_buffer("tri_cw", torch.tensor([c[1] for c in combos], dtype=torch.long), persistent=False)
+        self.register_buffer("tri_c", torch.tensor(tri_c, dtype=torch.long), persistent=False)
+        # when every triplet kernel is narrow (type 3), a triplet with r_jk beyond their cutoffs adds exact zeros
+        narrow_only = K_t > 0 and all(self.ang_kernels[k][0] == 3 for k in tri)
+        self._tri_jk_cutoff = max(self.cut_sets[self.ang_kernels[k][5]][0] for k in tri) if narrow_only else None
 
     # -- configuration ---------------------------------------------------------------------------
     def config(self) -> dict:
@@ -246,7 +266,7 @@ class ACSF(nn.Module):
         dt = cos.dtype
         base = 1.0 + self.v_lam.to(dt) * cos[:, None]
         if self._integer_zeta:
-            return self.v_pref.to(dt) * _int_pow(base, self.v_zeta)
+            return self.v_pref.to(dt) * _int_pow(base, self._zeta_ints)
         return self.v_pref.to(dt) * base.clamp(min=0.0) ** self.v_zeta.to(dt)
 
     def _third_factor(self, rjk: torch.Tensor) -> torch.Tensor:
@@ -259,52 +279,155 @@ class ACSF(nn.Module):
         return self.from_edges(vec, species, edge_index)
 
     def _columns(self, species, edge_index, r):
-        """Target columns of the radial (P, K_r) and angular (T, K_a) values, and the triplets."""
+        """Target columns of the radial (P, K_r) and angular (T, K_a) values, and the triplets: as indices
+        into the pair list (p1, p2) and into the pairs inside the angular cutoff (``plan``, :meth:`edge_plan`)."""
         i, j = edge_index
         zi, zj = species[i], species[j]
         rad_col = self.rad_map[zi, zj] if len(self.rad_kernels) else None
-        p1 = p2 = ang_col = None
+        p1 = p2 = ang_col = plan = None
         if len(self.ang_kernels):
-            p1, p2 = triplets(i, species.shape[0], r.detach() < self.angular_cutoff)
+            plan = self.edge_plan(r, species, edge_index)  # no r_jk filter: here every angular kernel uses triplets
+            ang = plan["ang"]
+            p1, p2 = ang.index_select(0, plan["p1"]), ang.index_select(0, plan["p2"])
             ang_col = self.ang_map[zi.index_select(0, p1), self.pair_id[zj.index_select(0, p1), zj.index_select(0, p2)]]
-        return rad_col, p1, p2, ang_col
+        return rad_col, p1, p2, ang_col, plan
 
-    def from_edges(self, vec: torch.Tensor, species: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
+    def edge_plan(self, r: torch.Tensor, species: torch.Tensor, edge_index: torch.Tensor, vec=None,
+                  triplet_chunk: int | None = None, moment_chunk: int | None = None,
+                  once_differentiable: bool = False) -> dict:
+        """The index work of :meth:`from_edges` that depends only on which pairs are inside the angular
+        cutoff: ``ang`` (the pairs with r < ``angular_cutoff``, in pair order); for the moment block, ``slot``
+        (each of these pairs' place in a table of (centre atom, neighbour element) rows of ``width`` places) and
+        ``moment_chunks`` (ranges of centre atoms and of their pairs, about ``moment_chunk`` monomial values
+        each, default ``MOMENT_CHUNK``, evaluated one at a time);
+        where some kernels go through triplets, ``p1``/``p2`` (the triplets, as indices into ``ang``; when
+        every such kernel is narrow and ``vec`` is given, only those with r_jk inside their cutoff: the others
+        add exact zeros) and ``chunks`` (ranges of at most ``triplet_chunk`` triplets, default
+        ``TRIPLET_CHUNK``, evaluated one at a time). Computed without gradients, a group of centre atoms at a
+        time; a caller may compute it once outside a compiled region and pass it to :meth:`from_edges`.
+        ``once_differentiable``: the chunks are recomputed backwards by a plain autograd function (no second
+        derivatives, as for a calculator) instead of ``torch.utils.checkpoint`` (whose first use imports
+        torch's compiler stack, ~1 s, and keeps more)."""
+        with torch.no_grad():
+            plan = {"once_differentiable": bool(once_differentiable)}
+            if not len(self.ang_kernels):
+                return plan
+            n_atoms, n_el = species.shape[0], len(self.elements)
+            ang = torch.nonzero(r.detach() < self.angular_cutoff).squeeze(1)
+            plan["ang"] = ang
+            i = edge_index[0].index_select(0, ang)
+            if len(self.mom_ku):
+                row = i * n_el + species.index_select(0, edge_index[1].index_select(0, ang))
+                order = torch.argsort(row, stable=True)
+                counts = torch.bincount(row, minlength=n_atoms * n_el)
+                start = torch.cumsum(counts, 0) - counts
+                width = int(counts.max()) if counts.numel() and ang.numel() else 1
+                rs = row.index_select(0, order)
+                slot = torch.empty_like(row)
+                slot[order] = rs * width + torch.arange(rs.shape[0], device=r.device) - start.index_select(0, rs)
+                plan["slot"], plan["width"] = slot, width
+                # groups of centre atoms with about `moment_chunk` monomial values each (ang is sorted by centre)
+                per_chunk = max(1, int(moment_chunk or MOMENT_CHUNK) // max(1, self.mom_expo.shape[0]))
+                n_i = torch.bincount(i, minlength=n_atoms)
+                first = torch.cumsum(n_i, 0) - n_i
+                _, sizes = torch.unique_consecutive(torch.div(first, per_chunk, rounding_mode="floor"), return_counts=True)
+                atom_ends = torch.cumsum(sizes, 0)
+                pair_ends = torch.cumsum(n_i, 0).index_select(0, atom_ends - 1)
+                plan["moment_chunks"] = list(zip([0, *atom_ends.tolist()[:-1]], atom_ends.tolist(),
+                                                 [0, *pair_ends.tolist()[:-1]], pair_ends.tolist()))
+            if len(self.tri_k):
+                chunk = int(triplet_chunk or TRIPLET_CHUNK)
+                va = vec.detach().index_select(0, ang) if vec is not None and self._tri_jk_cutoff is not None else None
+                counts = torch.bincount(i, minlength=n_atoms)
+                ends = torch.cumsum(counts, 0).tolist()  # pair ranges of the centre atoms
+                per_atom = (counts * (counts - 1) // 2).tolist()
+                p1s, p2s, a0, p0, acc = [], [], 0, 0, 0
+                for a in range(n_atoms + 1):  # groups of centre atoms with at most `chunk` triplets (or one atom)
+                    if a == n_atoms or (acc and acc + per_atom[a] > chunk):
+                        if acc:
+                            p1, p2 = triplets(i[p0 : ends[a - 1]] - a0, a - a0)
+                            p1, p2 = p1 + p0, p2 + p0
+                            if va is not None:
+                                d = va.index_select(0, p2) - va.index_select(0, p1)
+                                keep = torch.nonzero((d * d).sum(1) < self._tri_jk_cutoff**2).squeeze(1)
+                                p1, p2 = p1.index_select(0, keep), p2.index_select(0, keep)
+                            p1s.append(p1)
+                            p2s.append(p2)
+                        if a == n_atoms:
+                            break
+                        a0, p0, acc = a, ends[a - 1] if a else 0, 0
+                    acc += per_atom[a]
+                p1 = torch.cat(p1s) if p1s else i.new_zeros(0)
+                p2 = torch.cat(p2s) if p2s else i.new_zeros(0)
+                plan["p1"], plan["p2"] = p1, p2
+                bounds = list(range(0, p1.shape[0], chunk)) + [p1.shape[0]]
+                plan["chunks"] = list(zip(bounds[:-1], bounds[1:])) or [(0, 0)]
+            return plan
+
+    def from_edges(self, vec: torch.Tensor, species: torch.Tensor, edge_index: torch.Tensor,
+                   plan: dict | None = None) -> torch.Tensor:
         """Descriptors (n_atoms, n_features) from the pair vectors r_ij (edge_index sorted by centre).
 
         Per-atom blocks (radial kernels per neighbour element, moment-expanded angular kernels per
         neighbour-element pair) are summed as whole rows, then each central element's columns are
-        gathered from them; the remaining angular kernels are added from triplets.
+        gathered from them; the remaining angular kernels are added from triplets. The angular work
+        runs only over the pairs inside ``angular_cutoff`` (every angular kernel is exactly 0 beyond its
+        own cutoff, so the others would add exact zeros); ``plan``: :meth:`edge_plan`, computed here when
+        None.
         """
         n_atoms, n_el = species.shape[0], len(self.elements)
         r = torch.linalg.norm(vec, dim=-1)
         i, j = edge_index
         row = i * n_el + species.index_select(0, j)  # (centre atom, neighbour element)
+        if plan is None:
+            plan = self.edge_plan(r, species, edge_index, vec)
         blocks = []
         if len(self.rad_kernels):
             R = vec.new_zeros(n_atoms * n_el, len(self.rad_kernels)).index_add(0, row, self._radial_values(r))
             blocks.append(R.view(n_atoms, -1))
+        if len(self.ang_kernels):
+            ang = plan["ang"]
+            vec_a, r_a = vec.index_select(0, ang), r.index_select(0, ang)
         if len(self.mom_ku):
-            blocks.append(self._moment_block(vec, r, row, n_atoms).reshape(n_atoms, -1))
+            blocks.append(self._moment_chunks(vec_a, r_a, plan, n_atoms).reshape(n_atoms, -1))
         blocks.append(vec.new_zeros(n_atoms, 1))
         G = torch.cat(blocks, 1).gather(1, self.block_src.index_select(0, species))
         if len(self.tri_k):
-            G = G + self._triplet_block(vec, r, species, edge_index)
+            G = G + self._triplet_block(vec_a, r_a, species, edge_index.index_select(1, ang), plan["p1"], plan["p2"],
+                                        plan.get("chunks"), plan.get("once_differentiable", False))
         return G
 
     def _moment_pair_factor(self, r: torch.Tensor) -> torch.Tensor:
         """exp(-η (r - r_s)²) f_c(r) of the moment-expanded angular kernels, per pair: (P, U)."""
         return self._gaussians(r, self.mom_eta, self.mom_rs, self.mom_cut)
 
-    def _moment_block(self, vec, r, row, n_atoms):
-        """Wide angular kernels with integer ζ from per-pair monomial sums: (n_atoms, n_pairs_el, K_m)."""
+    def _moment_chunks(self, vec, r, plan, n_atoms):
+        """:meth:`_moment_block` over the planned groups of centre atoms; with several, each group is recomputed
+        in the backward pass (``torch.utils.checkpoint``), so that memory stays bounded by one group's
+        monomials whatever the number of atoms."""
+        slot, width, chunks = plan["slot"], plan["width"], plan.get("moment_chunks")
+        if not chunks or len(chunks) == 1:
+            return self._moment_block(vec, r, slot, width, n_atoms)
+        rows = width * len(self.elements)
+        recompute = _recompute_once if plan.get("once_differentiable") else _checkpoint
+        parts = [recompute(lambda v, rr, a0=a0, a1=a1, p0=p0, p1=p1: self._moment_block(
+                     v, rr, slot[p0:p1] - a0 * rows, width, a1 - a0), vec[p0:p1], r[p0:p1])
+                 for a0, a1, p0, p1 in chunks]
+        return torch.cat(parts, 0)
+
+    def _moment_block(self, vec, r, slot, width: int, n_atoms):
+        """Wide angular kernels with integer ζ from per-pair monomial sums: (n_atoms, n_pairs_el, K_m).
+        ``slot``: each pair's place in a zero-padded table of ``width`` places per (centre atom, neighbour element)
+        row, so that the sums Q = Σ_j h_j ⊗ m(û_ij) are one batched matrix product per row (no (P, U, M)
+        intermediate in the forward or the backward pass)."""
         n_el = len(self.elements)
         h = self._moment_pair_factor(r)  # (P, U)
-        mono = angular_monomials(vec / r[:, None], self.mom_expo, self._max_degree)
-        U, M = h.shape[1], mono.shape[1]
-        q = (h[:, :, None] * mono[:, None, :]).reshape(-1, U * M)
-        Q = vec.new_zeros(n_atoms * n_el, U * M).index_add(0, row, q).view(n_atoms, n_el, U, M)
-        D = vec.new_zeros(n_atoms * n_el, U).index_add(0, row, h * h).view(n_atoms, n_el, U)
+        mono = angular_monomials(vec / r[:, None], self.mom_expo, self._max_degree)  # (P, M)
+        U, M, R = h.shape[1], mono.shape[1], n_atoms * n_el
+        h_pad = vec.new_zeros(R * width, U).index_copy(0, slot, h).view(R, width, U)
+        m_pad = vec.new_zeros(R * width, M).index_copy(0, slot, mono).view(R, width, M)
+        Q = torch.bmm(h_pad.transpose(1, 2), m_pad).view(n_atoms, n_el, U, M)
+        D = (h_pad * h_pad).sum(1).view(n_atoms, n_el, U)
         return self._moment_from_sums(Q, D)
 
     def _moment_from_sums(self, Q, D):
@@ -318,26 +441,45 @@ class ACSF(nn.Module):
         S = (S - same * D.index_select(1, self.pair_a)[..., None]) * (1.0 - 0.5 * same)
         return (S.index_select(2, self.mom_ku) * self.mom_coef.to(dt)).sum(-1)
 
-    def _triplet_block(self, vec, r, species, edge_index):
-        """The angular kernels not covered by the moment expansion, from triplets: (n_atoms, F)."""
-        n_atoms, F = species.shape[0], self.n_features
+    def _triplet_block(self, vec, r, species, edge_index, p1=None, p2=None, chunks=None,
+                       once_differentiable: bool = False):
+        """The angular kernels not covered by the moment expansion, from triplets: (n_atoms, F).
+        ``vec``, ``r``, ``edge_index``: the pairs inside the angular cutoff (sorted by centre); ``p1``, ``p2``:
+        their triplets (all of them when None). Values are summed per (centre atom, neighbour-element pair)
+        row of kernels, then each central element's columns are gathered (``tri_src``). With several
+        ``chunks`` (ranges of triplets), each is evaluated on its own and recomputed in the backward pass
+        (``torch.utils.checkpoint``), so that memory stays bounded by one chunk's intermediates."""
+        n_atoms, n_el = species.shape[0], len(self.elements)
+        n_pairs_el = n_el * (n_el + 1) // 2
         i, j = edge_index
-        zi, zj = species.index_select(0, i), species.index_select(0, j)
-        ks = self.tri_k
-        p1, p2 = triplets(i, n_atoms, r.detach() < self.angular_cutoff)
-        col = self.ang_map.index_select(2, ks)[
-            zi.index_select(0, p1), self.pair_id[zj.index_select(0, p1), zj.index_select(0, p2)]]
+        if p1 is None:
+            p1, p2 = triplets(i, n_atoms)
+        rowkey = i * n_pairs_el  # + pair_id of the two neighbours' elements
+        zj = species.index_select(0, j)
         h = self._pair_factor(r)
-        v1, v2 = vec.index_select(0, p1), vec.index_select(0, p2)
-        cos = (v1 * v2).sum(-1) / (r.index_select(0, p1) * r.index_select(0, p2))
-        hh = h.index_select(0, p1) * h.index_select(0, p2)
-        val = hh.index_select(1, self.ang_u[ks]) * self._angle_factor(cos).index_select(1, self.ang_v[ks])
-        if len(self.ang_third):
-            third = self._third_factor(torch.linalg.norm(v2 - v1, dim=-1))
-            val = val * third.index_select(1, self.ang_w[ks])
-        center = i.index_select(0, p1)
-        out = vec.new_zeros(n_atoms * (F + 1)).index_add(0, (center[:, None] * (F + 1) + col).reshape(-1), val.reshape(-1))
-        return out.view(n_atoms, F + 1)[:, :F]
+        ks = self.tri_k
+        v = self.ang_v[ks]
+
+        def part(vec, h, r, q1, q2):  # every differentiable input an argument (recomputed chunks)
+            rows = rowkey.index_select(0, q1) + self.pair_id[zj.index_select(0, q1), zj.index_select(0, q2)]
+            v1, v2 = vec.index_select(0, q1), vec.index_select(0, q2)
+            cos = (v1 * v2).sum(-1) / (r.index_select(0, q1) * r.index_select(0, q2))
+            radial = (h.index_select(0, q1) * h.index_select(0, q2)).index_select(1, self.tri_cu)
+            if len(self.ang_third):
+                radial = radial * self._third_factor(torch.linalg.norm(v2 - v1, dim=-1)).index_select(1, self.tri_cw)
+            val = radial.index_select(1, self.tri_c) * self._angle_factor(cos).index_select(1, v)
+            return vec.new_zeros(n_atoms * n_pairs_el, ks.shape[0]).index_add(0, rows, val)
+
+        if not chunks or len(chunks) == 1:
+            block = part(vec, h, r, p1, p2)
+        else:
+            recompute = _recompute_once if once_differentiable else _checkpoint
+            block = None
+            for s, e in chunks:
+                b = recompute(lambda v, hh, rr, s=s, e=e: part(v, hh, rr, p1[s:e], p2[s:e]), vec, h, r)
+                block = b if block is None else block + b
+        block = torch.cat([block.view(n_atoms, -1), vec.new_zeros(n_atoms, 1)], 1)
+        return block.gather(1, self.tri_src.index_select(0, species))
 
     def jacobian(self, vec: torch.Tensor, species: torch.Tensor, edge_index: torch.Tensor):
         """Descriptors G (n_atoms, F) and their derivatives with respect to each pair vector,
@@ -356,16 +498,17 @@ class ACSF(nn.Module):
         i = edge_index[0]
         G = torch.zeros(n_atoms * (F + 1), dtype=vec.dtype, device=vec.device)
         J = torch.zeros(vec.shape[0] * (F + 1), 3, dtype=vec.dtype, device=vec.device)
-        rad_col, p1, p2, ang_col = self._columns(species, edge_index, r)
+        rad_col, p1, p2, ang_col, plan = self._columns(species, edge_index, r)
         if rad_col is not None:
             val, dval = _with_derivative(self._radial_values, r)
             G.index_add_(0, (i[:, None] * (F + 1) + rad_col).reshape(-1), val.reshape(-1))
             pidx = torch.arange(vec.shape[0], device=vec.device)
             J.index_add_(0, (pidx[:, None] * (F + 1) + rad_col).reshape(-1), (dval[:, :, None] * unit[:, None, :]).reshape(-1, 3))
         if ang_col is not None:
-            h, dh = _with_derivative(self._pair_factor, r)
+            h, dh = _with_derivative(self._pair_factor, r.index_select(0, plan["ang"]))  # pairs inside the angular cutoff
             sel = lambda x, idx: x.index_select(0, idx).index_select(1, self.ang_u)  # noqa: E731
-            h1, dh1, h2, dh2 = sel(h, p1), sel(dh, p1), sel(h, p2), sel(dh, p2)  # (T, K)
+            q1, q2 = plan["p1"], plan["p2"]
+            h1, dh1, h2, dh2 = sel(h, q1), sel(dh, q1), sel(h, q2), sel(dh, q2)  # (T, K)
             u1, u2 = unit.index_select(0, p1), unit.index_select(0, p2)
             r1, r2 = r.index_select(0, p1)[:, None], r.index_select(0, p2)[:, None]
             cos = (u1 * u2).sum(-1)
@@ -414,13 +557,19 @@ class ACSF(nn.Module):
             dparts.append(dval[:, :, None] * unit[:, None, :])
         K_r = len(self.rad_kernels)
         U = M = 0
-        if len(self.mom_ku):
-            h, dh = _with_derivative(self._moment_pair_factor, r)
-            mono, dmono = angular_monomials_with_grad(unit, r, self.mom_expo, self._max_degree)
+        if len(self.mom_ku):  # computed for the pairs inside the angular cutoff; exact zeros for the others
+            ang = torch.nonzero(r < self.angular_cutoff).squeeze(1)
+            ra, ua = r.index_select(0, ang), unit.index_select(0, ang)
+            h, dh = _with_derivative(self._moment_pair_factor, ra)
+            mono, dmono = angular_monomials_with_grad(ua, ra, self.mom_expo, self._max_degree)
             U, M = h.shape[1], mono.shape[1]
-            parts += [(h[:, :, None] * mono[:, None, :]).reshape(n_pairs, U * M), h * h]
-            dq = dh[:, :, None, None] * mono[:, None, :, None] * unit[:, None, None, :] + h[:, :, None, None] * dmono[:, None]
-            dparts += [dq.reshape(n_pairs, U * M, 3), (2.0 * h * dh)[:, :, None] * unit[:, None, :]]
+            q = (h[:, :, None] * mono[:, None, :]).reshape(-1, U * M)
+            dq = dh[:, :, None, None] * mono[:, None, :, None] * ua[:, None, None, :] + h[:, :, None, None] * dmono[:, None]
+            q_all = vec.new_zeros(n_pairs, U * M + U).index_copy(0, ang, torch.cat([q, h * h], 1))
+            dq_all = vec.new_zeros(n_pairs, U * M + U, 3).index_copy(
+                0, ang, torch.cat([dq.reshape(-1, U * M, 3), (2.0 * h * dh)[:, :, None] * ua[:, None, :]], 1))
+            parts.append(q_all)
+            dparts.append(dq_all)
         B = K_r + U * M + U
         phi, dphi = torch.cat(parts, 1), torch.cat(dparts, 1)
         if n_el > 1:  # place each pair's terms in its neighbour element's block
@@ -445,6 +594,41 @@ class ACSF(nn.Module):
         return pair_sum_jacobian(phi, dphi, combine, edge_index[0], n_atoms)
 
 
+def _checkpoint(fn, *xs):
+    """fn(*xs), recomputed in the backward pass (``torch.utils.checkpoint``, differentiable twice)."""
+    from torch.utils.checkpoint import checkpoint
+
+    return checkpoint(fn, *xs, use_reentrant=False)
+
+
+class _RecomputeOnce(torch.autograd.Function):
+    """fn(*xs) without a graph in the forward pass; the backward pass recomputes it with one and returns the
+    vector-Jacobian product (first derivatives only)."""
+
+    @staticmethod
+    def forward(ctx, fn, *xs):
+        ctx.fn = fn
+        ctx.save_for_backward(*xs)
+        return fn(*xs)
+
+    @staticmethod
+    def backward(ctx, grad):
+        xs = [x.detach().requires_grad_(need) for x, need in zip(ctx.saved_tensors, ctx.needs_input_grad[1:])]
+        with torch.enable_grad():
+            out = ctx.fn(*xs)
+        wanted = [x for x in xs if x.requires_grad]
+        grads = iter(torch.autograd.grad(out, wanted, grad, allow_unused=True) if wanted else ())
+        return (None, *[next(grads) if x.requires_grad else None for x in xs])
+
+
+def _recompute_once(fn, *xs):
+    return _RecomputeOnce.apply(fn, *xs)
+
+
+TRIPLET_CHUNK = 1 << 20  # triplets per chunk of the triplet block (about 0.5 GB of intermediates in float64)
+MOMENT_CHUNK = 1 << 24  # monomial values (pairs x monomials) per group of atoms of the moment block (~1 GB in float64)
+
+
 def _with_derivative(fn, x: torch.Tensor):
     """fn(x) and d fn / dx for a row-wise function of one scalar per row (forward-mode AD)."""
     from torch.func import jvp
@@ -452,9 +636,10 @@ def _with_derivative(fn, x: torch.Tensor):
     return jvp(fn, (x,), (torch.ones_like(x),))
 
 
-def _int_pow(base: torch.Tensor, zeta: torch.Tensor) -> torch.Tensor:
-    """base ** zeta column-wise for integer zeta, by repeated multiplication (cheap and exact)."""
-    zs = [int(z) for z in zeta.tolist()]
+def _int_pow(base: torch.Tensor, zs) -> torch.Tensor:
+    """base ** zeta column-wise for the integer exponents ``zs`` (Python ints), by repeated multiplication
+    (cheap and exact)."""
+    zs = [int(z) for z in zs]
     if len(set(zs)) == 1:
         return base ** zs[0]
     return torch.stack([base[:, k] ** z for k, z in enumerate(zs)], dim=1)

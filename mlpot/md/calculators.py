@@ -38,23 +38,18 @@ class MonitoredCalculator(MLPotCalculator):
         super().__init__(potential, **kwargs)
         self.tolerance = float(tolerance)
         self.extrapolating = None
-        # the scaler sees exactly the descriptors of every evaluation: read them there (no second pass)
-        self.potential.scaler.register_forward_hook(self._count)
 
-    def _count(self, module, inputs, output):
-        G, species = inputs[0].detach(), inputs[1]
-        self.extrapolating = module.out_of_range(G, species, self.tolerance).cpu().numpy()
+    def _post(self, G, species):
+        # the descriptors of every evaluation come back from the model call (no second pass, no hook)
+        self.extrapolating = self.potential.scaler.out_of_range(G, species, self.tolerance).cpu().numpy()
 
     @property
     def elements(self) -> list[str]:
         return list(self.potential.elements)
 
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
-        atoms = atoms if atoms is not None else self.atoms
-        if atoms is not None:
-            check_structure(atoms, source="structure", elements=self.potential.elements)
         props = [p for p in properties if p != "n_extrapolating"] or ["energy"]
-        super().calculate(atoms, props, system_changes)
+        super().calculate(atoms, props, system_changes)  # checks the structure (elements when they changed)
         self.results["n_extrapolating"] = int(self.extrapolating.sum()) if self.extrapolating is not None else 0
 
 
@@ -108,7 +103,8 @@ def _path(value, what: str) -> Path:
 def make_calculator(cfg: Mapping | str) -> Calculator:
     """An ASE calculator from a config block (or the shorthand strings ``emt`` and a model path).
 
-    ``{"kind": "model", "path": ..., "dtype": "float64", "device": "cpu", "tolerance": 0.0}``,
+    ``{"kind": "model", "path": ..., "dtype": None, "device": "cpu", "tolerance": 0.0, "skin": 1.0, "compile": False}``
+    (dtype None: the model's own; see :class:`~mlpot.calculator.MLPotCalculator` for dtype, skin and compile),
     ``{"kind": "committee", "paths": [...], ...}``, ``{"kind": "emt"}``, ``{"kind": "eam", "path": ...}``.
     Missing or malformed model files raise :class:`~mlpot.errors.ModelFileError` naming the file.
     """
@@ -117,7 +113,8 @@ def make_calculator(cfg: Mapping | str) -> Calculator:
         cfg = {"kind": text.lower()} if text.lower() in ("emt",) else (
             {"kind": "eam", "path": text} if text.endswith((".alloy", ".fs", ".eam", ".adp")) else {"kind": "model", "path": text})
     kind = str(cfg.get("kind", "")).lower()
-    opts = {"dtype": cfg.get("dtype", "float64"), "device": cfg.get("device", "cpu")}
+    opts = {"dtype": cfg.get("dtype"), "device": cfg.get("device", "cpu"), "skin": float(cfg.get("skin", 1.0)),
+            "compile": bool(cfg.get("compile", False))}
     tol = float(cfg.get("tolerance", 0.0) or 0.0)
     if kind == "model":
         return MonitoredCalculator(_path(cfg.get("path"), "model"), tolerance=tol, **opts)

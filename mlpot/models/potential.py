@@ -139,21 +139,33 @@ class Potential(nn.Module):
     def forward(self, graph: AtomicGraph, forces: bool = True, stress: bool = False, create_graph: bool = False,
                 with_delta: bool = False) -> dict:
         vec = edge_vectors(graph.positions, graph.edge_index, graph.shifts, graph.cell, graph.batch)
+        return self.forward_edges(vec, graph.species, graph.edge_index, graph.batch, graph.n_structures,
+                                  _safe_volume(graph.cell) if stress else None, forces, stress, create_graph,
+                                  with_delta)
+
+    def forward_edges(self, vec, species, edge_index, batch, n_structures: int, volume=None, forces: bool = True,
+                      stress: bool = False, create_graph: bool = False, with_delta: bool = False,
+                      plan: dict | None = None) -> dict:
+        """:meth:`forward` from the pair vectors r_ij (P, 3) instead of positions: the same outputs; ``volume``
+        (n_structures,) is needed for the stress. ``plan``: the descriptor's precomputed index work
+        (``descriptor.edge_plan``, where it has one), so that a compiled caller can keep it outside."""
         need = forces or stress
         if need:
             vec = vec.detach().requires_grad_(True)
-        G = self.descriptor.from_edges(vec, graph.species, graph.edge_index)
-        atomic, delta = self._atomic(G, graph.species, vec, graph.edge_index, with_delta)
-        energy = scatter_sum(atomic, graph.batch, graph.n_structures)
+        if plan is None:
+            G = self.descriptor.from_edges(vec, species, edge_index)
+        else:
+            G = self.descriptor.from_edges(vec, species, edge_index, plan=plan)
+        atomic, delta = self._atomic(G, species, vec, edge_index, with_delta)
+        energy = scatter_sum(atomic, batch, n_structures)
         out = {"energy": energy, "atomic_energies": atomic, "descriptors": G}
         if delta is not None:
             out["delta"], out["penalty"] = delta, self.head.penalty(delta)
         if need:
             (c,) = torch.autograd.grad(energy.sum(), vec, create_graph=create_graph, allow_unused=True)
             c = torch.zeros_like(vec) if c is None else c
-            pair_batch = graph.batch.index_select(0, graph.edge_index[0])
-            self._finish(out, c, vec, graph.edge_index, graph.batch, pair_batch, graph.n_structures,
-                         _safe_volume(graph.cell) if stress else None, forces, stress)
+            pair_batch = batch.index_select(0, edge_index[0])
+            self._finish(out, c, vec, edge_index, batch, pair_batch, n_structures, volume, forces, stress)
         return out
 
     # -- the cached-Jacobian path -------------------------------------------------------------------
