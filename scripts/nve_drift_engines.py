@@ -62,7 +62,7 @@ def main() -> None:
     print("| engine | drift meV/atom/ps | max excursion meV/atom | wall s |")
     print("|---|---|---|---|")
     for k, r in results.items():
-        print(f"| {k} | {r['drift_meV_per_atom_per_ps']:+.4f} | {r['max_excursion_meV_per_atom']:.4f} | {r['wall_s']:.1f} |")
+        print(f"| {k} | {r['drift_meV_per_atom_per_ps']:+.2e} | {r['max_excursion_meV_per_atom']:.2e} | {r['wall_s']:.1f} |")
     Path(a.out, "nve_drift.json").write_text(json.dumps(results, indent=2) + "\n")
 
 
