@@ -364,6 +364,17 @@ class ACSF(nn.Module):
                 plan["chunks"] = list(zip(bounds[:-1], bounds[1:])) or [(0, 0)]
             return plan
 
+    def _traced_plan(self, r, species, edge_index) -> dict:
+        """The plan of a traced (deployed, ``mlpot.deploy``) model: only tensor operations whose sizes follow the
+        input, no Python number taken from the data (a trace would keep it as a constant): the pairs inside the
+        angular cutoff and their (centre atom, neighbour element) rows; the moment sums are then scattered by
+        row and the triplets enumerated in one go."""
+        with torch.no_grad():
+            ang = torch.nonzero(r.detach() < self.angular_cutoff).squeeze(1)
+            rows = edge_index[0].index_select(0, ang) * len(self.elements) + \
+                species.index_select(0, edge_index[1].index_select(0, ang))
+            return {"ang": ang, "rows": rows, "p1": None, "p2": None}
+
     def from_edges(self, vec: torch.Tensor, species: torch.Tensor, edge_index: torch.Tensor,
                    plan: dict | None = None) -> torch.Tensor:
         """Descriptors (n_atoms, n_features) from the pair vectors r_ij (edge_index sorted by centre).
@@ -380,7 +391,8 @@ class ACSF(nn.Module):
         i, j = edge_index
         row = i * n_el + species.index_select(0, j)  # (centre atom, neighbour element)
         if plan is None:
-            plan = self.edge_plan(r, species, edge_index, vec)
+            plan = self._traced_plan(r, species, edge_index) if torch.jit.is_tracing() else \
+                self.edge_plan(r, species, edge_index, vec)
         blocks = []
         if len(self.rad_kernels):
             R = vec.new_zeros(n_atoms * n_el, len(self.rad_kernels)).index_add(0, row, self._radial_values(r))
@@ -405,6 +417,8 @@ class ACSF(nn.Module):
         """:meth:`_moment_block` over the planned groups of centre atoms; with several, each group is recomputed
         in the backward pass (``torch.utils.checkpoint``), so that memory stays bounded by one group's
         monomials whatever the number of atoms."""
+        if "slot" not in plan:  # traced for deployment (_traced_plan)
+            return self._moment_block(vec, r, None, 0, n_atoms, plan["rows"])
         slot, width, chunks = plan["slot"], plan["width"], plan.get("moment_chunks")
         if not chunks or len(chunks) == 1:
             return self._moment_block(vec, r, slot, width, n_atoms)
@@ -415,15 +429,20 @@ class ACSF(nn.Module):
                  for a0, a1, p0, p1 in chunks]
         return torch.cat(parts, 0)
 
-    def _moment_block(self, vec, r, slot, width: int, n_atoms):
+    def _moment_block(self, vec, r, slot, width: int, n_atoms, rows=None):
         """Wide angular kernels with integer ζ from per-pair monomial sums: (n_atoms, n_pairs_el, K_m).
         ``slot``: each pair's place in a zero-padded table of ``width`` places per (centre atom, neighbour element)
         row, so that the sums Q = Σ_j h_j ⊗ m(û_ij) are one batched matrix product per row (no (P, U, M)
-        intermediate in the forward or the backward pass)."""
+        intermediate in the forward or the backward pass). Without ``slot`` (a traced model, whose table width
+        would be a constant of the trace) the same sums are scattered by ``rows``, each pair's row."""
         n_el = len(self.elements)
         h = self._moment_pair_factor(r)  # (P, U)
         mono = angular_monomials(vec / r[:, None], self.mom_expo, self._max_degree)  # (P, M)
         U, M, R = h.shape[1], mono.shape[1], n_atoms * n_el
+        if slot is None:
+            q = (h[:, :, None] * mono[:, None, :]).reshape(-1, U * M)
+            Q = vec.new_zeros(R, U * M).index_add(0, rows, q).view(n_atoms, n_el, U, M)
+            return self._moment_from_sums(Q, vec.new_zeros(R, U).index_add(0, rows, h * h).view(n_atoms, n_el, U))
         h_pad = vec.new_zeros(R * width, U).index_copy(0, slot, h).view(R, width, U)
         m_pad = vec.new_zeros(R * width, M).index_copy(0, slot, mono).view(R, width, M)
         Q = torch.bmm(h_pad.transpose(1, 2), m_pad).view(n_atoms, n_el, U, M)
