@@ -118,6 +118,17 @@ def test_write_accepts_a_model_file(tmp_path):
     assert abs(back.predict(atoms)["energy"].item() - pot.predict(atoms)["energy"].item()) < 1e-10
 
 
+def test_float32_model_exports(tmp_path):
+    """A model trained in float32 keeps its scaler in float32: its (a, b) follow the statistics to float32 rounding,
+    which the export accepts (it refused the default run's model before)."""
+    pot = exportable_model().float()
+    n2p2.write(pot, tmp_path)
+    back = n2p2.load(tmp_path)
+    for atoms in cells(2, seed=9):
+        a, b = pot.double().predict(atoms), back.predict(atoms)
+        assert abs(a["energy"].item() - b["energy"].item()) < 1e-4
+
+
 def test_input_data_round_trip(tmp_path):
     frames = cells(2, seed=5)
     frames.append(bulk("Cu", "fcc", a=3.6).repeat((1, 1, 1)))

@@ -422,9 +422,12 @@ def _check_exportable(potential: Potential) -> tuple[str, float]:
     # n2p2 scales each component from its statistics: (a, b) must follow from (gmin, gmax, gmean, gsigma)
     a, b = affine_from_stats(scaler.mode, *(getattr(scaler, k).double() for k in ("gmin", "gmax", "gmean", "gsigma")),
                              scaler.smin, scaler.smax)
+    # to the rounding of the scaler's own dtype (a float32 model keeps a and b in float32)
+    rtol = 1e-12 if scaler.a.dtype == torch.float64 else 8 * torch.finfo(scaler.a.dtype).eps
     for e, n in enumerate(d.n_features_per_element):
-        ok = torch.allclose(a[e, :n], scaler.a[e, :n].double(), rtol=1e-12, atol=0) and \
-            torch.allclose(b[e, :n], scaler.b[e, :n].double(), rtol=1e-12, atol=1e-14)
+        scale = float((a[e, :n] * scaler.gmean[e, :n].double()).abs().max()) if n else 0.0
+        ok = torch.allclose(a[e, :n], scaler.a[e, :n].double(), rtol=rtol, atol=0) and \
+            torch.allclose(b[e, :n], scaler.b[e, :n].double(), rtol=rtol, atol=max(1e-14, rtol * scale))
         if not ok:
             raise ExportFormatError(f"n2p2 export: the scaler's (a, b) of element {d.elements[e]} do not follow from "
                                     f"its statistics in mode '{scaler.mode}' (set by hand?); n2p2 cannot express "
