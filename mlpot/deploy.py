@@ -49,8 +49,31 @@ class LocalEnergies(nn.Module):
         super().__init__()
         self.potential = potential
 
-    def forward(self, vec: torch.Tensor, species: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
-        return self.potential.local_energies(vec, species, edge_index)
+    def forward(self, vec: torch.Tensor, species: torch.Tensor, edge_index: torch.Tensor,
+                table: torch.Tensor) -> torch.Tensor:
+        plan = None
+        descriptor = self.potential.descriptor
+        if table_cutoff(self.potential) > 0:  # ACSF's padded moment table, as wide as `table` is long
+            r = torch.linalg.norm(vec, dim=-1)
+            plan = descriptor._traced_plan(r, species, edge_index, table.shape[0])
+        return self.potential.local_energies(vec, species, edge_index, plan)
+
+
+def table_cutoff(potential) -> float:
+    """The cutoff within which the caller counts the largest number of neighbours of one element around one atom
+    (the width of ACSF's moment table, passed as the length of the ``table`` input); 0: none needed."""
+    fn = getattr(potential.descriptor, "table_cutoff", None)
+    return float(fn()) if callable(fn) else 0.0
+
+
+def table_width(vec, species, edge_index, cutoff: float, n_elements: int) -> int:
+    """What the C++ caller counts: the largest number of pairs with r < ``cutoff`` of one (centre, neighbour
+    element), at least 1."""
+    if cutoff <= 0 or vec.shape[0] == 0:
+        return 1
+    keep = torch.linalg.norm(vec.detach(), dim=-1) < cutoff
+    rows = edge_index[0][keep] * n_elements + species[edge_index[1][keep]]
+    return max(1, int(torch.bincount(rows).max())) if rows.numel() else 1
 
 
 def _example(elements, cutoff: float, n_cells: int, seed: int, scale: float = 1.0):
@@ -77,10 +100,14 @@ def _inputs(potential, atoms, dtype):
     return edge_vectors(g.positions, g.edge_index, g.shifts, g.cell, g.batch), g.species, g.edge_index
 
 
-def energies_and_pair_gradients(module, vec, species, edge_index, n_local: int | None = None):
-    """What the C++ caller computes: E_i of the first ``n_local`` atoms and c_p = ∂(Σ E_i)/∂r_p."""
+def energies_and_pair_gradients(module, vec, species, edge_index, n_local: int | None = None, meta=None):
+    """What the C++ caller computes: E_i of the first ``n_local`` atoms and c_p = ∂(Σ E_i)/∂r_p (``meta``: the
+    deployed file's description, for the table cutoff; a LocalEnergies module carries its own)."""
+    if meta is None:
+        meta = {"table_cutoff": table_cutoff(module.potential), "elements": module.potential.elements}
+    width = table_width(vec, species, edge_index, meta.get("table_cutoff", 0.0), len(meta["elements"]))
     vec = vec.detach().requires_grad_(True)
-    atomic = module(vec, species, edge_index)
+    atomic = module(vec, species, edge_index, torch.empty(width, dtype=vec.dtype))
     atomic = atomic if n_local is None else atomic[:n_local]
     (c,) = torch.autograd.grad(atomic.sum(), vec, allow_unused=True)
     return atomic.detach(), (torch.zeros_like(vec) if c is None else c)
@@ -95,6 +122,7 @@ def metadata(potential, dtype: torch.dtype) -> dict:
         "cutoff": float(potential.cutoff), "dtype": str(dtype).removeprefix("torch."),
         "units": {"energy": "eV", "length": "Å"},
         "descriptor": type(potential.descriptor).__name__, "head": type(potential.head).__name__,
+        "table_cutoff": table_cutoff(potential),
     }
 
 
@@ -119,7 +147,9 @@ def deploy(model, out, dtype: str | None = None, check: bool = True) -> Path:
     for p in potential.parameters():
         p.requires_grad_(False)
     module = LocalEnergies(potential)
-    example = _inputs(potential, _example(potential.elements, potential.cutoff, 0, seed=1), dt)
+    vec, species, edge_index = _inputs(potential, _example(potential.elements, potential.cutoff, 0, seed=1), dt)
+    width = table_width(vec, species, edge_index, table_cutoff(potential), len(potential.elements))
+    example = (vec, species, edge_index, torch.empty(width, dtype=dt))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # TracerWarnings on constants (element loops, buffers) and the deprecation
         try:
@@ -150,8 +180,9 @@ def _check(traced, module, potential, dt, name):
     atoms = _example(potential.elements, potential.cutoff, 1, seed=2, scale=0.92)
     atoms = atoms[: len(atoms) - 3]
     vec, species, edge_index = _inputs(potential, atoms, dt)
-    e1, c1 = energies_and_pair_gradients(traced, vec, species, edge_index)
-    e2, c2 = energies_and_pair_gradients(module, vec, species, edge_index)
+    meta = metadata(potential, dt)
+    e1, c1 = energies_and_pair_gradients(traced, vec, species, edge_index, meta=meta)
+    e2, c2 = energies_and_pair_gradients(module, vec, species, edge_index, meta=meta)
     tol = 1e-9 if dt == torch.float64 else 1e-4
     de = float((e1 - e2).abs().max()) / max(1.0, float(e2.abs().max()))
     dc = float((c1 - c2).abs().max()) / max(1.0, float(c2.abs().max()))

@@ -31,7 +31,7 @@ def check_parity(pot, path, dtype=torch.float64, tol=1e-10):
     for atoms in (alloy(), alloy((2, 3, 2), a=3.9, seed=4)[:-5]):
         ref = pot.to(dtype).predict(atoms, forces=True)
         vec, species, edge_index = _inputs(pot, atoms, dtype)
-        e, c = energies_and_pair_gradients(module, vec, species, edge_index)
+        e, c = energies_and_pair_gradients(module, vec, species, edge_index, meta=meta)
         assert float((e - ref["atomic_energies"]).abs().max()) < tol
         # forces from the pair gradients, as pair_style mlpot computes them
         i, j = edge_index

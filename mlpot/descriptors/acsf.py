@@ -364,16 +364,32 @@ class ACSF(nn.Module):
                 plan["chunks"] = list(zip(bounds[:-1], bounds[1:])) or [(0, 0)]
             return plan
 
-    def _traced_plan(self, r, species, edge_index) -> dict:
+    def _traced_plan(self, r, species, edge_index, width: int | None = None) -> dict:
         """The plan of a traced (deployed, ``mlpot.deploy``) model: only tensor operations whose sizes follow the
-        input, no Python number taken from the data (a trace would keep it as a constant): the pairs inside the
-        angular cutoff and their (centre atom, neighbour element) rows; the moment sums are then scattered by
-        row and the triplets enumerated in one go."""
+        inputs, no Python number taken from the data (a trace would keep it as a constant): the pairs inside the
+        angular cutoff and their (centre atom, neighbour element) rows; with ``width`` (the size of an input, so
+        the trace follows it: the largest number of pairs of one row, which the caller counts) each pair's slot
+        in the padded moment table, else the moment sums are scattered by row; triplets are enumerated in one go.
+        """
         with torch.no_grad():
             ang = torch.nonzero(r.detach() < self.angular_cutoff).squeeze(1)
             rows = edge_index[0].index_select(0, ang) * len(self.elements) + \
                 species.index_select(0, edge_index[1].index_select(0, ang))
-            return {"ang": ang, "rows": rows, "p1": None, "p2": None}
+            plan = {"ang": ang, "rows": rows, "p1": None, "p2": None}
+            if width is not None and len(self.mom_ku):
+                order = torch.argsort(rows, stable=True)
+                counts = torch.bincount(rows, minlength=species.shape[0] * len(self.elements))
+                start = torch.cumsum(counts, 0) - counts
+                rs = rows.index_select(0, order)
+                slot = torch.empty_like(rows)
+                slot[order] = rs * width + torch.arange(rs.shape[0], device=r.device) - start.index_select(0, rs)
+                plan["slot"], plan["width"] = slot, width
+            return plan
+
+    def table_cutoff(self) -> float:
+        """The cutoff of the rows of the padded moment table (0: no table): what a deployed model's caller counts
+        the largest row for (``mlpot.deploy``)."""
+        return float(self.angular_cutoff) if len(self.mom_ku) else 0.0
 
     def from_edges(self, vec: torch.Tensor, species: torch.Tensor, edge_index: torch.Tensor,
                    plan: dict | None = None) -> torch.Tensor:

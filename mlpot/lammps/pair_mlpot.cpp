@@ -12,6 +12,7 @@
 
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <unordered_map>
@@ -96,6 +97,7 @@ void PairMLPot::coeff(int narg, char **arg)
                meta.value("mlpot_version", std::string("?")), MLPOT_DEPLOY_FORMAT);
   elements = meta["elements"].get<std::vector<std::string>>();
   cutoff = meta["cutoff"].get<double>();
+  table_cutoff = meta.value("table_cutoff", 0.0);
   std::string dt = meta.value("dtype", std::string("float64"));
   if (dt == "float32") dtype = torch::kFloat32;
   else if (dt == "float64") dtype = torch::kFloat64;
@@ -185,6 +187,29 @@ void PairMLPot::compute(int eflag, int vflag)
     }
   }
   long np = (long) centres.size();
+
+  // the width of the model's padded table: the most neighbours of one element within table_cutoff of one atom
+  long width = 1;
+  if (table_cutoff > 0.0) {
+    int nel = (int) elements.size();
+    // counted a hair wide: a pair the model (perhaps in float32) rounds inside must never be missed here; a wider
+    // table than needed costs nothing but zeros
+    double tc2 = table_cutoff * table_cutoff * (1.0 + 1e-5);
+    std::vector<long> count(nel, 0);
+    long p = 0;
+    while (p < np) {
+      long q = p;
+      std::fill(count.begin(), count.end(), 0);
+      for (; q < np && centres[q] == centres[p]; q++) {
+        const double *r = vec.data() + 3 * q;
+        if (r[0] * r[0] + r[1] * r[1] + r[2] * r[2] < tc2) {
+          long c = ++count[species[index[pair_j[q]]]];
+          if (c > width) width = c;
+        }
+      }
+      p = q;
+    }
+  }
   pairs.resize(2 * np);
   for (long p = 0; p < np; p++) {
     pairs[p] = centres[p];
@@ -199,7 +224,8 @@ void PairMLPot::compute(int eflag, int vflag)
 
   torch::Tensor atomic, grad;
   try {
-    atomic = module.forward({t_vec, t_species, t_pairs}).toTensor().narrow(0, 0, inum);
+    torch::Tensor t_table = torch::empty({width}, torch::TensorOptions().dtype(dtype));
+    atomic = module.forward({t_vec, t_species, t_pairs, t_table}).toTensor().narrow(0, 0, inum);
     torch::Tensor energy = atomic.sum();
     if (np > 0) {
       auto grads = torch::autograd::grad({energy}, {t_vec}, {}, false, false, true);

@@ -36,6 +36,7 @@ class PairMLPot : public Pair {
   std::vector<std::string> elements;    // the model's elements
   std::vector<int> type_to_species;     // LAMMPS type (1-based) -> model element index
   double cutoff = 0.0;
+  double table_cutoff = 0.0;             // > 0: pass the largest count of one element's neighbours within it
   torch::Dtype dtype = torch::kFloat64;
   // work arrays, kept between steps
   std::vector<int> index;               // LAMMPS atom -> row of the model's atom list (-1: not seen)

@@ -129,10 +129,14 @@ class Potential(nn.Module):
             out["stress"] = w / cell_volume[:, None, None]
         return out
 
-    def local_energies(self, vec: torch.Tensor, species: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
+    def local_energies(self, vec: torch.Tensor, species: torch.Tensor, edge_index: torch.Tensor,
+                       plan: dict | None = None) -> torch.Tensor:
         """Atomic energies E_i (n_atoms,) from the pair vectors r_ij of a full list sorted by centre i: what a
-        deployed model computes (``mlpot.deploy``); atoms that centre no pair are only neighbours."""
-        atomic, _ = self._atomic(self.descriptor.from_edges(vec, species, edge_index), species, vec, edge_index, False)
+        deployed model computes (``mlpot.deploy``); atoms that centre no pair are only neighbours. ``plan``: the
+        descriptor's index work where it takes one (``ACSF``)."""
+        G = self.descriptor.from_edges(vec, species, edge_index) if plan is None else \
+            self.descriptor.from_edges(vec, species, edge_index, plan=plan)
+        atomic, _ = self._atomic(G, species, vec, edge_index, False)
         return atomic
 
     # -- the autograd path --------------------------------------------------------------------------
