@@ -83,6 +83,27 @@ def test_lammps_equals_calculator(name, plugin, tmp_path):
         assert np.abs(got["stress"] - ref["stress"]).max() < 1e-8, ranks
 
 
+def test_chunks_give_the_same_result(plugin, tmp_path):
+    """pair_style mlpot chunk N (owned atoms per model call): exact, as E_i depends only on the pairs centred on i;
+    a bad argument is one line."""
+    from mlpot.errors import SimulationConfigError
+    from mlpot.md.lammps import single_point
+
+    pot = potentials()["acsf"]
+    path = deploy(pot, tmp_path / "m.pt")
+    atoms = alloy((3, 3, 3), a=3.75, seed=9)
+    whole = single_point(atoms, {"kind": "deployed", "path": path}, ELEMENTS, tmp_path / "whole", plugin=plugin)
+    for ranks in (1, 2):
+        parts = single_point(atoms, {"kind": "deployed", "path": path, "options": "chunk 10"}, ELEMENTS,
+                             tmp_path / f"chunks{ranks}", ranks=ranks, plugin=plugin)
+        assert abs(parts["energy"] - whole["energy"]) < 1e-10
+        assert np.abs(parts["forces"] - whole["forces"]).max() < 1e-12
+        assert np.abs(parts["stress"] - whole["stress"]).max() < 1e-12
+    with pytest.raises(SimulationConfigError, match=r"ERROR: pair_style mlpot \[chunk N\]: unknown argument 7"):
+        single_point(atoms, {"kind": "deployed", "path": path, "options": "7"}, ELEMENTS, tmp_path / "bad",
+                     plugin=plugin)
+
+
 def test_float32_deployment_in_lammps(plugin, tmp_path):
     """A float32 deployment: LAMMPS equals the calculator in float32 (same arithmetic), to float32 rounding."""
     from mlpot.calculator import MLPotCalculator

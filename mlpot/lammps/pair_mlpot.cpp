@@ -9,6 +9,7 @@
 #include "memory.h"
 #include "neigh_list.h"
 #include "neighbor.h"
+#include "utils.h"
 
 #include <torch/torch.h>
 
@@ -54,9 +55,20 @@ void PairMLPot::allocate()
     for (int j = 0; j < n; j++) setflag[i][j] = 0;
 }
 
-void PairMLPot::settings(int narg, char ** /*arg*/)
+void PairMLPot::settings(int narg, char **arg)
 {
-  if (narg != 0) error->all(FLERR, "pair_style mlpot takes no arguments (the model goes in pair_coeff * * <file> ...)");
+  // pair_style mlpot [chunk N]: the model sees at most N owned atoms (and their neighbours) per call
+  int iarg = 0;
+  while (iarg < narg) {
+    if (std::strcmp(arg[iarg], "chunk") == 0 && iarg + 1 < narg) {
+      chunk = utils::inumeric(FLERR, arg[iarg + 1], false, lmp);
+      if (chunk < 1) error->all(FLERR, "pair_style mlpot: chunk must be >= 1, got {}", chunk);
+      iarg += 2;
+    } else {
+      error->all(FLERR, "pair_style mlpot [chunk N]: unknown argument {} (the model goes in pair_coeff * * <file> "
+                 "<elements>)", arg[iarg]);
+    }
+  }
 }
 
 void PairMLPot::coeff(int narg, char **arg)
@@ -145,29 +157,37 @@ void PairMLPot::compute(int eflag, int vflag)
   if (ghost + 1e-10 < cutoff)
     error->all(FLERR, "pair_style mlpot: the model's cutoff {} is longer than the ghost-atom cutoff {} "
                "(comm_modify cutoff): atoms would miss neighbours", cutoff, ghost);
+  int nall = atom->nlocal + atom->nghost;
+  int inum = list->inum;
+  index.assign(nall, -1);
+  // E_i depends only on the pairs centred on i, so the owned atoms go to the model a chunk at a time: memory and
+  // the working set stay bounded whatever the number of atoms per rank
+  for (int first = 0; first < inum; first += chunk) compute_chunk(first, std::min(inum, first + chunk));
+  if (vflag_fdotr) virial_fdotr_compute();
+}
+
+void PairMLPot::compute_chunk(int first, int last)
+{
   double **x = atom->x;
   double **f = atom->f;
   int *type = atom->type;
-  int nall = atom->nlocal + atom->nghost;
-  int inum = list->inum;
   int *ilist = list->ilist, *numneigh = list->numneigh, **firstneigh = list->firstneigh;
   double cut2 = cutoff * cutoff;
+  int n_centres = last - first;
 
-  // atoms as the model sees them: the owned atoms (list order) first, then the neighbours as they appear
-  index.assign(nall, -1);
+  // atoms as the model sees them: this chunk's owned atoms (list order) first, then their neighbours as they appear
   rows.clear();
   species.clear();
-  for (int ii = 0; ii < inum; ii++) {
+  for (int ii = first; ii < last; ii++) {
     int i = ilist[ii];
-    index[i] = ii;
+    index[i] = ii - first;
     rows.push_back(i);
     species.push_back(type_to_species[type[i]]);
   }
   vec.clear();
-  pairs.clear();
   pair_j.clear();
   std::vector<long> centres;
-  for (int ii = 0; ii < inum; ii++) {
+  for (int ii = first; ii < last; ii++) {
     int i = ilist[ii];
     int *jlist = firstneigh[i];
     for (int jj = 0; jj < numneigh[i]; jj++) {
@@ -182,20 +202,24 @@ void PairMLPot::compute(int eflag, int vflag)
       vec.push_back(dx);
       vec.push_back(dy);
       vec.push_back(dz);
-      centres.push_back(ii);
+      centres.push_back(ii - first);
       pair_j.push_back(j);
     }
   }
   long np = (long) centres.size();
+  pairs.resize(2 * np);
+  for (long p = 0; p < np; p++) {
+    pairs[p] = centres[p];
+    pairs[np + p] = index[pair_j[p]];
+  }
 
   // the width of the model's padded table: the most neighbours of one element within table_cutoff of one atom
   long width = 1;
   if (table_cutoff > 0.0) {
-    int nel = (int) elements.size();
     // counted a hair wide: a pair the model (perhaps in float32) rounds inside must never be missed here; a wider
     // table than needed costs nothing but zeros
     double tc2 = table_cutoff * table_cutoff * (1.0 + 1e-5);
-    std::vector<long> count(nel, 0);
+    std::vector<long> count(elements.size(), 0);
     long p = 0;
     while (p < np) {
       long q = p;
@@ -203,29 +227,25 @@ void PairMLPot::compute(int eflag, int vflag)
       for (; q < np && centres[q] == centres[p]; q++) {
         const double *r = vec.data() + 3 * q;
         if (r[0] * r[0] + r[1] * r[1] + r[2] * r[2] < tc2) {
-          long c = ++count[species[index[pair_j[q]]]];
+          long c = ++count[species[pairs[np + q]]];
           if (c > width) width = c;
         }
       }
       p = q;
     }
   }
-  pairs.resize(2 * np);
-  for (long p = 0; p < np; p++) {
-    pairs[p] = centres[p];
-    pairs[np + p] = index[pair_j[p]];
-  }
+  for (int i : rows) index[i] = -1;    // clean for the next chunk
 
   auto opts_long = torch::TensorOptions().dtype(torch::kInt64);
   auto opts_double = torch::TensorOptions().dtype(torch::kFloat64);
   torch::Tensor t_vec = torch::from_blob(vec.data(), {np, 3}, opts_double).to(dtype).clone().requires_grad_(true);
   torch::Tensor t_species = torch::from_blob(species.data(), {(long) species.size()}, opts_long).clone();
   torch::Tensor t_pairs = torch::from_blob(pairs.data(), {2, np}, opts_long).clone();
+  torch::Tensor t_table = torch::empty({width}, torch::TensorOptions().dtype(dtype));
 
   torch::Tensor atomic, grad;
   try {
-    torch::Tensor t_table = torch::empty({width}, torch::TensorOptions().dtype(dtype));
-    atomic = module.forward({t_vec, t_species, t_pairs, t_table}).toTensor().narrow(0, 0, inum);
+    atomic = module.forward({t_vec, t_species, t_pairs, t_table}).toTensor().narrow(0, 0, n_centres);
     torch::Tensor energy = atomic.sum();
     if (np > 0) {
       auto grads = torch::autograd::grad({energy}, {t_vec}, {}, false, false, true);
@@ -263,10 +283,9 @@ void PairMLPot::compute(int eflag, int vflag)
     }
   }
   if (eflag_global || eflag_atom) {
-    for (int ii = 0; ii < inum; ii++) {
-      if (eflag_global) eng_vdwl += ei[ii];
-      if (eflag_atom) eatom[rows[ii]] += ei[ii];
+    for (int k = 0; k < n_centres; k++) {
+      if (eflag_global) eng_vdwl += ei[k];
+      if (eflag_atom) eatom[rows[k]] += ei[k];
     }
   }
-  if (vflag_fdotr) virial_fdotr_compute();
 }

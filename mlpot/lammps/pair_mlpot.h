@@ -1,7 +1,7 @@
 // pair_style mlpot: a deployed mlpot model (mlpot-deploy) in LAMMPS, through libtorch.
 //
 //   plugin load  <path printed by scripts/build_lammps_plugin.sh>
-//   pair_style   mlpot
+//   pair_style   mlpot [chunk N]                 # N owned atoms per model call (default 4096)
 //   pair_coeff   * * model.lammps.pt Cu Ag        # one element name per LAMMPS atom type
 //
 // Full neighbour list, newton pair on; energy, per-atom energy, forces, virial (global: f·r over owned and ghost
@@ -44,7 +44,9 @@ class PairMLPot : public Pair {
   std::vector<double> vec;
   std::vector<int> pair_j;              // LAMMPS index of each pair's neighbour
   std::vector<int> rows;                // model row -> LAMMPS atom
+  int chunk = 4096;                      // owned atoms per model call (pair_style mlpot chunk N)
   void allocate();
+  void compute_chunk(int first, int last);
 };
 
 }    // namespace LAMMPS_NS

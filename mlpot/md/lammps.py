@@ -77,12 +77,13 @@ def write_data(atoms, path, type_elements: list[str]) -> Path:
 
 
 def pair_lines(model: dict, type_elements: list[str], plugin=None) -> list[str]:
-    """LAMMPS commands for the interaction: ``{"kind": "deployed", "path"}`` (pair_style mlpot) or
+    """LAMMPS commands for the interaction: ``{"kind": "deployed", "path", "options"}`` (pair_style mlpot) or
     ``{"kind": "eam", "path"}``."""
     kind, path = model["kind"], Path(model["path"]).resolve()
     els = " ".join(type_elements)
     if kind == "deployed":
-        return [f"plugin load {find_plugin(plugin)}", "pair_style mlpot", f"pair_coeff * * {path} {els}"]
+        style = f"pair_style mlpot {model.get('options') or ''}".strip()  # e.g. options: "chunk 2048"
+        return [f"plugin load {find_plugin(plugin)}", style, f"pair_coeff * * {path} {els}"]
     if kind == "eam":
         if path.suffix == ".alloy":
             return ["pair_style eam/alloy", f"pair_coeff * * {path} {els}"]
