@@ -4,7 +4,8 @@ machine. fcc Cu (a = 3.61 Å, rattled 0.05 Å), NVE from 300 K; the LAMMPS figur
 "Loop time" after a 2-step warm-up; peak RSS (1 rank) from /usr/bin/time when present.
 
     python scripts/benchmark_lammps.py --model outputs/runs/<run>/model.pt --plugin build/lammps_plugin/mlpotplugin.so \
-        --n2p2-plugin build/n2p2/plugin/hdnnpplugin.so --sizes 2048 16384 131072 --out bench_lammps.json
+        --n2p2-plugin build/n2p2/plugin/hdnnpplugin.so --sizes 2048 16384 131072 --out bench_lammps.json \
+        --previous <checkout of the previous version>
 """
 
 from __future__ import annotations
@@ -79,6 +80,37 @@ def ase_rate(model: str, atoms, steps: int, dtype: str) -> dict:
             "peak_rss_gb_process": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6}
 
 
+PREVIOUS = """
+import sys, time, json
+sys.path.insert(0, sys.argv[1])
+from ase import units
+from ase.build import bulk
+from ase.md.verlet import VelocityVerlet
+from mlpot.calculator import MLPotCalculator
+n, steps, model = int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+k = round((n / 4) ** (1 / 3))
+atoms = bulk("Cu", "fcc", a=3.61, cubic=True).repeat((k, k, k))
+atoms.rattle(0.05, seed=0)
+atoms.calc = MLPotCalculator(model, dtype="float64")
+dyn = VelocityVerlet(atoms, 1.0 * units.fs)
+dyn.run(1)
+t0 = time.perf_counter()
+dyn.run(steps)
+print(json.dumps({"atom_steps_per_s": n * steps / (time.perf_counter() - t0), "steps": steps}))
+"""
+
+
+def previous_rate(checkout: str, model: str, n: int, steps: int) -> dict:
+    """The ASE path of another mlpot checkout (e.g. a worktree of the previous version), in its own process."""
+    import sys
+
+    r = subprocess.run([sys.executable, "-c", PREVIOUS, checkout, str(n), str(steps), model], capture_output=True,
+                       text=True, env=dict(os.environ, PYTHONPATH=checkout))
+    if r.returncode != 0:
+        return {"error": (r.stderr.strip().splitlines() or ["?"])[-1][:200]}
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", required=True, help="an ACSF + HDNNP model.pt (exportable to n2p2)")
@@ -88,6 +120,7 @@ def main() -> None:
     ap.add_argument("--atom-steps", type=float, default=2e5, help="about this many atom-steps per measurement")
     ap.add_argument("--ase-max-atoms", type=int, default=16384)
     ap.add_argument("--skip", nargs="*", default=[], help="columns to leave out (ase, mlpot64, mlpot32, mlpot64x2, n2p2, eam)")
+    ap.add_argument("--previous", default=None, help="a checkout of the previous version: its ASE path as a column")
     ap.add_argument("--work", default="bench_lammps")
     ap.add_argument("--out", default=None)
     a = ap.parse_args()
@@ -126,13 +159,17 @@ def main() -> None:
             steps = max(2, int(a.atom_steps / n) * (50 if name == "eam" else 1))
             row[name] = lammps_rate(work / f"{name}_{n}", atoms, pair, steps, ranks)
             print(n, name, row[name], flush=True)
+        if a.previous and "ase" not in a.skip and n <= a.ase_max_atoms:
+            row["ase64_previous"] = previous_rate(a.previous, str(Path(a.model).resolve()), n,
+                                                  max(2, int(a.atom_steps / n / 8)))
+            print(n, "ase64_previous", row["ase64_previous"], flush=True)
         if "ase" not in a.skip and n <= a.ase_max_atoms:
             row["ase64"] = ase_rate(a.model, atoms, max(2, int(a.atom_steps / n / 4)), "float64")
             print(n, "ase64", row["ase64"], flush=True)
         res["sizes"][n] = row
     res["load_after"] = os.getloadavg()
 
-    names = [c for c in ("ase64", *columns) if any(c in r for r in res["sizes"].values())]
+    names = [c for c in ("ase64_previous", "ase64", *columns) if any(c in r for r in res["sizes"].values())]
     print(f"\natom-steps/s (load average before {res['load_before'][0]:.2f}, after {res['load_after'][0]:.2f})")
     print("| atoms | " + " | ".join(names) + " |")
     print("|---|" + "---|" * len(names))
