@@ -161,34 +161,54 @@ void PairMLPot::compute(int eflag, int vflag)
   int inum = list->inum;
   index.assign(nall, -1);
   // E_i depends only on the pairs centred on i, so the owned atoms go to the model a chunk at a time: memory and
-  // the working set stay bounded whatever the number of atoms per rank
-  for (int first = 0; first < inum; first += chunk) compute_chunk(first, std::min(inum, first + chunk));
+  // the working set stay bounded whatever the number of atoms per rank. A chunk is a run of atoms along a Z-order
+  // (Morton) curve over bins of the cutoff's size, so it is a compact block: few of its neighbours lie outside it.
+  order.resize(inum);
+  for (int ii = 0; ii < inum; ii++) order[ii] = ii;
+  if (inum > chunk) {
+    double **x = atom->x;
+    double lo[3] = {x[list->ilist[0]][0], x[list->ilist[0]][1], x[list->ilist[0]][2]};
+    for (int ii = 1; ii < inum; ii++)
+      for (int d = 0; d < 3; d++) lo[d] = std::min(lo[d], x[list->ilist[ii]][d]);
+    std::vector<unsigned long long> key(inum);
+    for (int ii = 0; ii < inum; ii++) {
+      unsigned long long k = 0;
+      unsigned int b[3];
+      for (int d = 0; d < 3; d++)
+        b[d] = (unsigned int) std::min(1048575.0, std::floor((x[list->ilist[ii]][d] - lo[d]) / cutoff));
+      for (int bit = 0; bit < 20; bit++)
+        for (int d = 0; d < 3; d++) k |= (unsigned long long) ((b[d] >> bit) & 1u) << (3 * bit + d);
+      key[ii] = k;
+    }
+    std::stable_sort(order.begin(), order.end(), [&key](int a, int b) { return key[a] < key[b]; });
+  }
+  for (int first = 0; first < inum; first += chunk)
+    compute_chunk(order.data() + first, std::min(inum, first + chunk) - first);
   if (vflag_fdotr) virial_fdotr_compute();
 }
 
-void PairMLPot::compute_chunk(int first, int last)
+void PairMLPot::compute_chunk(const int *members, int n_centres)
 {
   double **x = atom->x;
   double **f = atom->f;
   int *type = atom->type;
   int *ilist = list->ilist, *numneigh = list->numneigh, **firstneigh = list->firstneigh;
   double cut2 = cutoff * cutoff;
-  int n_centres = last - first;
 
-  // atoms as the model sees them: this chunk's owned atoms (list order) first, then their neighbours as they appear
+  // atoms as the model sees them: this chunk's owned atoms first, then their neighbours as they appear
   rows.clear();
   species.clear();
-  for (int ii = first; ii < last; ii++) {
-    int i = ilist[ii];
-    index[i] = ii - first;
+  for (int k = 0; k < n_centres; k++) {
+    int i = ilist[members[k]];
+    index[i] = k;
     rows.push_back(i);
     species.push_back(type_to_species[type[i]]);
   }
   vec.clear();
   pair_j.clear();
   std::vector<long> centres;
-  for (int ii = first; ii < last; ii++) {
-    int i = ilist[ii];
+  for (int k = 0; k < n_centres; k++) {
+    int i = ilist[members[k]];
     int *jlist = firstneigh[i];
     for (int jj = 0; jj < numneigh[i]; jj++) {
       int j = jlist[jj] & NEIGHMASK;
@@ -202,7 +222,7 @@ void PairMLPot::compute_chunk(int first, int last)
       vec.push_back(dx);
       vec.push_back(dy);
       vec.push_back(dz);
-      centres.push_back(ii - first);
+      centres.push_back(k);
       pair_j.push_back(j);
     }
   }

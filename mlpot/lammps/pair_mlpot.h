@@ -46,7 +46,8 @@ class PairMLPot : public Pair {
   std::vector<int> rows;                // model row -> LAMMPS atom
   int chunk = 4096;                      // owned atoms per model call (pair_style mlpot chunk N)
   void allocate();
-  void compute_chunk(int first, int last);
+  std::vector<int> order;               // owned atoms (list positions) in the order they go to the model
+  void compute_chunk(const int *members, int n_centres);
 };
 
 }    // namespace LAMMPS_NS
