@@ -144,6 +144,16 @@ def test_bad_input_stops_lammps_with_one_line(plugin, tmp_path):
             dst.writestr(item, data)
     with pytest.raises(SimulationConfigError, match=r"ERROR: pair_style mlpot: .*other.pt is deployed format 99"):
         single_point(atoms, {"kind": "deployed", "path": other}, ELEMENTS, tmp_path / "fmt", plugin=plugin)
+    # newton off (the pair style adds forces to ghost atoms and needs them sent back)
+    from mlpot.md.lammps import pair_lines, run_lammps, write_data
+
+    work = tmp_path / "newton"
+    work.mkdir()
+    write_data(atoms, work / "data.lammps", ELEMENTS)
+    lines = ["units metal", "atom_style atomic", "boundary p p p", "newton off", "read_data data.lammps",
+             *pair_lines({"kind": "deployed", "path": path}, ELEMENTS, plugin), "run 0"]
+    with pytest.raises(SimulationConfigError, match=r"ERROR: pair_style mlpot requires newton pair on"):
+        run_lammps(lines, work)
     # an exported model.pt instead of a deployed file
     from mlpot.export import save
 
