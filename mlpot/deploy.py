@@ -115,12 +115,13 @@ def energies_and_pair_gradients(module, vec, species, edge_index, n_local: int |
 
 def metadata(potential, dtype: torch.dtype) -> dict:
     from mlpot import __version__
+    from mlpot.export import UNITS
 
     return {
         "format": FORMAT, "format_version": FORMAT_VERSION, "mlpot_version": str(__version__),
         "torch_version": str(torch.__version__), "elements": list(potential.elements),
         "cutoff": float(potential.cutoff), "dtype": str(dtype).removeprefix("torch."),
-        "units": {"energy": "eV", "length": "Å"},
+        "units": dict(UNITS),
         "descriptor": type(potential.descriptor).__name__, "head": type(potential.head).__name__,
         "table_cutoff": table_cutoff(potential),
     }
@@ -158,9 +159,10 @@ def deploy(model, out, dtype: str | None = None, check: bool = True) -> Path:
             raise DeployError(f"cannot trace {type(potential.descriptor).__name__} + "
                               f"{type(potential.head).__name__}: {type(e).__name__}: {str(e).splitlines()[0]}",
                               name) from None
+    meta = metadata(potential, dt)
     if check:
-        _check(traced, module, potential, dt, name)
-    extra = {METADATA: json.dumps(metadata(potential, dt))}
+        _check(traced, module, potential, dt, meta, name)
+    extra = {METADATA: json.dumps(meta)}
     out = Path(out)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # TorchScript is deprecated in torch 2.13 (see docs/lammps.md)
@@ -168,19 +170,18 @@ def deploy(model, out, dtype: str | None = None, check: bool = True) -> Path:
     return out
 
 
-def _jit_load(path, extra=None):
+def _jit_load(path, extra):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
-        return torch.jit.load(str(path), map_location="cpu", _extra_files=extra if extra is not None else {})
+        return torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
 
 
-def _check(traced, module, potential, dt, name):
+def _check(traced, module, potential, dt, meta, name):
     # another size, composition and density than the traced example: pair, triplet and neighbour counts all differ,
     # so a count the trace kept as a constant shows here
     atoms = _example(potential.elements, potential.cutoff, 1, seed=2, scale=0.92)
     atoms = atoms[: len(atoms) - 3]
     vec, species, edge_index = _inputs(potential, atoms, dt)
-    meta = metadata(potential, dt)
     e1, c1 = energies_and_pair_gradients(traced, vec, species, edge_index, meta=meta)
     e2, c2 = energies_and_pair_gradients(module, vec, species, edge_index, meta=meta)
     tol = 1e-9 if dt == torch.float64 else 1e-4
@@ -193,12 +194,17 @@ def _check(traced, module, potential, dt, name):
 
 def read_metadata(path) -> dict:
     """The ``mlpot.json`` description of a deployed file (DeployError when it is not one)."""
+    return _read(path)[1]
+
+
+def _read(path):
+    """(module, mlpot.json description) of a deployed file, read once."""
     path = Path(path)
     if not path.is_file():
         raise DeployError("deployed model file not found", str(path))
     extra = {METADATA: ""}
     try:
-        _jit_load(path, extra)
+        module = _jit_load(path, extra)
     except Exception as e:  # noqa: BLE001
         raise DeployError(f"not a deployed mlpot model ({type(e).__name__}: {str(e).splitlines()[0][:120]})",
                           str(path)) from None
@@ -208,16 +214,16 @@ def read_metadata(path) -> dict:
         meta = None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise DeployError(f"not a deployed mlpot model (no {METADATA} with format {FORMAT})", str(path))
-    return meta
+    return module, meta
 
 
 def load_deployed(path):
     """(module, metadata) of a deployed file, checked as the C++ side checks it."""
-    meta = read_metadata(path)
+    module, meta = _read(path)
     if meta.get("format_version") != FORMAT_VERSION:
         raise DeployError(f"deployed format {meta.get('format_version')} (this mlpot reads {FORMAT_VERSION}); "
                           "deploy the model.pt again with this mlpot", str(path))
-    return _jit_load(path), meta
+    return module, meta
 
 
 __all__ = ["DeployError", "FORMAT", "FORMAT_VERSION", "LocalEnergies", "deploy", "energies_and_pair_gradients",

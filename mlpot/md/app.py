@@ -32,9 +32,10 @@ def run(cfg: DictConfig) -> dict:
     fixed = fix_atoms(atoms, c.get("fix"))  # before melting: a fixed crystalline seed stays crystalline
     if structure.get("kind") == "liquid" and not c["restart"]:
         melt(atoms, calc, temperature_K=c["temperature_K"], seed=c["seed"], **structure.get("melt", {}))
-    if str(c.get("engine", "ase")).lower() == "lammps":
-        return run_in_lammps(c, atoms, out, fixed)
-    if str(c.get("engine", "ase")).lower() != "ase":
+    engine = str(c.get("engine", "ase")).lower()
+    if engine == "lammps":
+        return run_in_lammps(c, atoms, out, fixed, calc)
+    if engine != "ase":
         raise SimulationConfigError(f"engine must be ase or lammps, got {c.get('engine')!r}")
     stop = c.get("stop") or {}
     ens = dict(c["ensemble"])
@@ -51,8 +52,9 @@ def run(cfg: DictConfig) -> dict:
     return summary
 
 
-def run_in_lammps(c: dict, atoms, out, fixed) -> dict:
-    """The same run in LAMMPS: the model deployed beside the trajectory, the input written for the user."""
+def run_in_lammps(c: dict, atoms, out, fixed, calculator) -> dict:
+    """The same run in LAMMPS: the model deployed beside the trajectory, the input written for the user
+    (``calculator``: the run's ASE calculator, built from the same config; its elements are the atom types)."""
     import numpy as np
 
     from mlpot.md.lammps import run_md_lammps
@@ -68,9 +70,7 @@ def run_in_lammps(c: dict, atoms, out, fixed) -> dict:
         from mlpot.deploy import deploy
 
         path = deploy(calc["path"], out / "model.lammps.pt", dtype=calc.get("dtype"))
-        from mlpot.deploy import read_metadata
-
-        model, types = {"kind": "deployed", "path": path}, list(read_metadata(path)["elements"])
+        model, types = {"kind": "deployed", "path": path}, list(calculator.elements)
     elif kind == "eam":
         model, types = {"kind": "eam", "path": calc["path"]}, sorted(set(atoms.get_chemical_symbols()))
     else:

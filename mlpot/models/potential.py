@@ -134,10 +134,14 @@ class Potential(nn.Module):
         """Atomic energies E_i (n_atoms,) from the pair vectors r_ij of a full list sorted by centre i: what a
         deployed model computes (``mlpot.deploy``); atoms that centre no pair are only neighbours. ``plan``: the
         descriptor's index work where it takes one (``ACSF``)."""
-        G = self.descriptor.from_edges(vec, species, edge_index) if plan is None else \
-            self.descriptor.from_edges(vec, species, edge_index, plan=plan)
-        atomic, _ = self._atomic(G, species, vec, edge_index, False)
+        atomic, _ = self._atomic(self._descriptors(vec, species, edge_index, plan), species, vec, edge_index, False)
         return atomic
+
+    def _descriptors(self, vec, species, edge_index, plan: dict | None = None) -> torch.Tensor:
+        """Unscaled descriptors from the pair vectors, with the descriptor's precomputed plan where given."""
+        if plan is None:
+            return self.descriptor.from_edges(vec, species, edge_index)
+        return self.descriptor.from_edges(vec, species, edge_index, plan=plan)
 
     # -- the autograd path --------------------------------------------------------------------------
     def forward(self, graph: AtomicGraph, forces: bool = True, stress: bool = False, create_graph: bool = False,
@@ -156,10 +160,7 @@ class Potential(nn.Module):
         need = forces or stress
         if need:
             vec = vec.detach().requires_grad_(True)
-        if plan is None:
-            G = self.descriptor.from_edges(vec, species, edge_index)
-        else:
-            G = self.descriptor.from_edges(vec, species, edge_index, plan=plan)
+        G = self._descriptors(vec, species, edge_index, plan)
         atomic, delta = self._atomic(G, species, vec, edge_index, with_delta)
         energy = scatter_sum(atomic, batch, n_structures)
         out = {"energy": energy, "atomic_energies": atomic, "descriptors": G}
