@@ -5,7 +5,9 @@
     (r_ij (P, 3), species (n,), pairs (2, P))  ->  atomic energies E_i (n,)
 
 with the pairs sorted by centre i, r_ij = r_j − r_i, ``species`` the element index of every atom that
-appears (centres first, then neighbours). The pair gradients ∂E/∂r_ij come from autograd in the caller
+appears (centres first, then neighbours). A neighbour enters E_i only through its element and r_ij, so a
+caller that evaluates a block of centres at a time may give every neighbour outside the block as one row per
+element (:func:`fold`; what ``pair_style mlpot`` does, and what every deploy is checked with). The pair gradients ∂E/∂r_ij come from autograd in the caller
 (``torch::autograd::grad``), and forces and virial from them as in :func:`mlpot.models.potential.forces_and_virial`.
 Every descriptor and head of mlpot is local: E_i depends only on the pairs centred on i, so a caller that
 lists only its own atoms as centres (ghost atoms as neighbours only) gets its share of the energy, which is
@@ -113,6 +115,24 @@ def energies_and_pair_gradients(module, vec, species, edge_index, n_local: int |
     return atomic.detach(), (torch.zeros_like(vec) if c is None else c)
 
 
+def fold(species, edge_index, centres):
+    """The model's inputs for a block of centre atoms, as ``pair_style mlpot`` builds them: the ``centres``
+    (indices, in order) as rows 0..n-1, then one row per element standing for every neighbour outside the block.
+    Returns (pair selection, species, edge_index) for the pairs centred in the block (``edge_index`` sorted by
+    centre)."""
+    n_el = int(species.max()) + 1 if species.numel() else 1
+    row = torch.full((species.shape[0],), -1, dtype=torch.long)
+    row[centres] = torch.arange(centres.shape[0])
+    sel = torch.nonzero(row[edge_index[0]] >= 0).squeeze(-1)
+    i, j = row[edge_index[0, sel]], row[edge_index[1, sel]]
+    order = torch.argsort(i, stable=True)
+    sel, i, j = sel[order], i[order], j[order]
+    outside = j < 0
+    j = torch.where(outside, centres.shape[0] + species[edge_index[1, sel]], j)
+    rows = torch.cat([species[centres], torch.arange(n_el)])
+    return sel, rows, torch.stack([i, j])
+
+
 def metadata(potential, dtype: torch.dtype) -> dict:
     from mlpot import __version__
     from mlpot.export import UNITS
@@ -182,8 +202,13 @@ def _check(traced, module, potential, dt, meta, name):
     atoms = _example(potential.elements, potential.cutoff, 1, seed=2, scale=0.92)
     atoms = atoms[: len(atoms) - 3]
     vec, species, edge_index = _inputs(potential, atoms, dt)
-    e1, c1 = energies_and_pair_gradients(traced, vec, species, edge_index, meta=meta)
     e2, c2 = energies_and_pair_gradients(module, vec, species, edge_index, meta=meta)
+    # the traced file as LAMMPS calls it: two blocks of centres, the neighbours outside each folded by element
+    e1, c1 = torch.empty_like(e2), torch.empty_like(c2)
+    for centres in torch.arange(species.shape[0]).tensor_split(2):
+        sel, rows, pairs = fold(species, edge_index, centres)
+        e, c = energies_and_pair_gradients(traced, vec[sel], rows, pairs, n_local=centres.shape[0], meta=meta)
+        e1[centres], c1[sel] = e, c
     tol = 1e-9 if dt == torch.float64 else 1e-4
     de = float((e1 - e2).abs().max()) / max(1.0, float(e2.abs().max()))
     dc = float((c1 - c2).abs().max()) / max(1.0, float(c2.abs().max()))
@@ -226,5 +251,5 @@ def load_deployed(path):
     return module, meta
 
 
-__all__ = ["DeployError", "FORMAT", "FORMAT_VERSION", "LocalEnergies", "deploy", "energies_and_pair_gradients",
+__all__ = ["DeployError", "FORMAT", "FORMAT_VERSION", "LocalEnergies", "deploy", "energies_and_pair_gradients", "fold",
            "load_deployed", "read_metadata"]

@@ -15,8 +15,12 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <unordered_map>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 
 
 using namespace LAMMPS_NS;
@@ -35,6 +39,17 @@ PairMLPot::PairMLPot(LAMMPS *lmp) : Pair(lmp)
   one_coeff = 1;
   manybody_flag = 1;
   centroidstressflag = CENTROID_NOTAVAIL;
+#ifdef __GLIBC__
+  // the model's working tensors (hundreds of MB per chunk) are allocated and freed every step; glibc would map
+  // each from the kernel and fault it in page by page (cost growing with the chunk: 33 -> 80 us/atom from 2 048
+  // to 16 384 atoms). Served from the heap and kept there, they are reused step after step; as
+  // mlpot.system.tune_allocator does for the Python apps, and switched off the same way (MLPOT_TUNE_MALLOC=0).
+  const char *tune = std::getenv("MLPOT_TUNE_MALLOC");
+  if (!tune || std::strcmp(tune, "0") != 0) {
+    mallopt(M_MMAP_THRESHOLD, 1 << 30);
+    mallopt(M_TRIM_THRESHOLD, 2147483647);
+  }
+#endif
 }
 
 PairMLPot::~PairMLPot()
@@ -195,7 +210,10 @@ void PairMLPot::compute_chunk(const int *members, int n_centres)
   int *ilist = list->ilist, *numneigh = list->numneigh, **firstneigh = list->firstneigh;
   double cut2 = cutoff * cutoff;
 
-  // atoms as the model sees them: this chunk's owned atoms first, then their neighbours as they appear
+  // atoms as the model sees them: this chunk's owned atoms first, then one row per element standing for every
+  // neighbour outside the chunk (E_i depends on a neighbour only through its element and r_ij, and only the
+  // chunk's own E_i are used), so the model's work is the chunk's, whatever the chunk's surface
+  int n_el = (int) elements.size();
   rows.clear();
   species.clear();
   for (int k = 0; k < n_centres; k++) {
@@ -204,8 +222,10 @@ void PairMLPot::compute_chunk(const int *members, int n_centres)
     rows.push_back(i);
     species.push_back(type_to_species[type[i]]);
   }
+  for (int e = 0; e < n_el; e++) species.push_back(e);
   vec.clear();
   pair_j.clear();
+  pair_row.clear();
   std::vector<long> centres;
   for (int k = 0; k < n_centres; k++) {
     int i = ilist[members[k]];
@@ -214,23 +234,19 @@ void PairMLPot::compute_chunk(const int *members, int n_centres)
       int j = jlist[jj] & NEIGHMASK;
       double dx = x[j][0] - x[i][0], dy = x[j][1] - x[i][1], dz = x[j][2] - x[i][2];
       if (dx * dx + dy * dy + dz * dz >= cut2) continue;
-      if (index[j] < 0) {
-        index[j] = (int) rows.size();
-        rows.push_back(j);
-        species.push_back(type_to_species[type[j]]);
-      }
       vec.push_back(dx);
       vec.push_back(dy);
       vec.push_back(dz);
       centres.push_back(k);
       pair_j.push_back(j);
+      pair_row.push_back(index[j] >= 0 ? index[j] : n_centres + type_to_species[type[j]]);
     }
   }
   long np = (long) centres.size();
   pairs.resize(2 * np);
   for (long p = 0; p < np; p++) {
     pairs[p] = centres[p];
-    pairs[np + p] = index[pair_j[p]];
+    pairs[np + p] = pair_row[p];
   }
 
   // the width of the model's padded table: the most neighbours of one element within table_cutoff of one atom
@@ -254,7 +270,7 @@ void PairMLPot::compute_chunk(const int *members, int n_centres)
       p = q;
     }
   }
-  for (int i : rows) index[i] = -1;    // clean for the next chunk
+  for (int i : rows) index[i] = -1;    // clean for the next chunk (only the centres were set)
 
   auto opts_long = torch::TensorOptions().dtype(torch::kInt64);
   auto opts_double = torch::TensorOptions().dtype(torch::kFloat64);

@@ -43,6 +43,7 @@ class PairMLPot : public Pair {
   std::vector<long> species, pairs;
   std::vector<double> vec;
   std::vector<int> pair_j;              // LAMMPS index of each pair's neighbour
+  std::vector<long> pair_row;           // its model row (a centre's, or its element's row)
   std::vector<int> rows;                // model row -> LAMMPS atom
   int chunk = 4096;                      // owned atoms per model call (pair_style mlpot chunk N)
   void allocate();
