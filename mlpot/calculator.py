@@ -95,6 +95,10 @@ class MLPotCalculator(Calculator):
     * ``threads``: None leaves torch's thread count as it is; ``"auto"`` sets it as the apps do (the cores no
       other program is busy on, ``mlpot.system.set_threads``); an integer sets that many (process-wide).
 
+    Making one tunes glibc's allocator for the process (:func:`mlpot.system.tune_allocator`: freed tensors are kept
+    for reuse instead of being mapped afresh every call, 1.6-2.4x faster on large cells); ``MLPOT_TUNE_MALLOC=0``
+    leaves the allocator alone.
+
     The stress is computed whenever the cell is periodic in all three directions (it costs one extra pair
     sum), so an MD step that asks for forces and then the stress evaluates the model once.
     """
@@ -104,6 +108,9 @@ class MLPotCalculator(Calculator):
     def __init__(self, potential, device: str = "cpu", dtype: str | None = None, threads=None, skin: float = 1.0,
                  compile: bool = False, **kwargs):
         super().__init__(**kwargs)
+        from mlpot.system import tune_allocator
+
+        tune_allocator()  # freed tensors stay for reuse (n2p2 Cu2S, 3 888 atoms: 8.4-9.0 s -> 3.7-5.0 s per call)
         if threads is not None:
             from mlpot.system import set_threads
 

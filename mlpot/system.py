@@ -7,6 +7,9 @@ to hundreds of MB every step, pays a page fault per 4 KiB on every step. Measure
 ``descriptor=bessel_acsf`` (3 elements, 2 frames) spent 1.98 s instead of 0.36 s in one backward pass.
 Raising the mmap threshold to 1 GiB and the trim threshold to 2 GiB keeps freed memory in the process for
 reuse (the peak resident memory is unchanged: it is the peak). ``MLPOT_TUNE_MALLOC=0`` switches it off.
+The apps call it at start; so does :class:`~mlpot.calculator.MLPotCalculator` when it is made (a calculator call
+on n2p2's Cu2S potential, 3 888 atoms, float64: 8.4-9.0 s with glibc's defaults, 3.7-5.0 s tuned), and LAMMPS's
+``pair_style mlpot`` does the same in C++ (a chunk of 16 384 atoms: 80 -> 33 µs per atom).
 """
 
 from __future__ import annotations

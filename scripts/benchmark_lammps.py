@@ -68,7 +68,9 @@ def ase_rate(model: str, atoms, steps: int, dtype: str) -> dict:
     from ase.md.verlet import VelocityVerlet
 
     from mlpot.calculator import MLPotCalculator
+    from mlpot.system import tune_allocator
 
+    tune_allocator()  # as mlpot-md does
     atoms = atoms.copy()
     atoms.calc = MLPotCalculator(model, dtype=dtype)
     dyn = VelocityVerlet(atoms, 1.0 * units.fs)
@@ -119,7 +121,7 @@ def main() -> None:
     ap.add_argument("--sizes", type=int, nargs="+", default=[2048, 16384, 131072])
     ap.add_argument("--atom-steps", type=float, default=2e5, help="about this many atom-steps per measurement")
     ap.add_argument("--ase-max-atoms", type=int, default=16384)
-    ap.add_argument("--skip", nargs="*", default=[], help="columns to leave out (ase, mlpot64, mlpot32, mlpot64x2, n2p2, eam)")
+    ap.add_argument("--skip", nargs="*", default=[], help="columns to leave out (ase, mlpot64, mlpot64x2, mlpot32, mlpot32x2, n2p2, eam)")
     ap.add_argument("--previous", default=None, help="a checkout of the previous version: its ASE path as a column")
     ap.add_argument("--work", default="bench_lammps")
     ap.add_argument("--out", default=None)
@@ -141,6 +143,7 @@ def main() -> None:
         "mlpot64": (1, [f"plugin load {plugin}", "pair_style mlpot", f"pair_coeff * * {m64} Cu"]),
         "mlpot64x2": (2, [f"plugin load {plugin}", "pair_style mlpot", f"pair_coeff * * {m64} Cu"]),
         "mlpot32": (1, [f"plugin load {plugin}", "pair_style mlpot", f"pair_coeff * * {m32} Cu"]),
+        "mlpot32x2": (2, [f"plugin load {plugin}", "pair_style mlpot", f"pair_coeff * * {m32} Cu"]),
     }
     if Path(a.n2p2_plugin).is_file():
         nn = write_n2p2(a.model, work / "n2p2")

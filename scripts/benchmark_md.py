@@ -120,6 +120,14 @@ def child(args) -> None:
     """One case at one size; prints a JSON line."""
     import torch
 
+    if args.malloc == "tuned":
+        try:
+            from mlpot.system import tune_allocator
+        except ImportError:  # a previous version without it runs as it was
+            pass
+        else:
+            tune_allocator()
+
     if args.cu2s_folder:
         return child_cu2s(args)
     torch.set_num_threads(args.threads)
@@ -182,7 +190,7 @@ def run_case(args, case: str, size: int, cu2s: bool = False) -> dict | None:
     if kind == "ase_emt" and size > args.ase_emt_max:
         return None
     cmd = [sys.executable, __file__, "--child", "--case", case, "--size", str(size), "--threads", str(args.threads),
-           "--warmup", str(args.warmup), "--repeats", str(args.repeats)]
+           "--warmup", str(args.warmup), "--repeats", str(args.repeats), "--malloc", args.malloc]
     if args.forces_only:
         cmd.append("--forces-only")
     if cu2s:
@@ -223,6 +231,8 @@ def main() -> None:
                    help="also n2p2's Cu2S potential on its 144-atom cell repeated n x n x n for each n given")
     p.add_argument("--cu2s-cases", nargs="+", default=["eager f64", "eager f32", "compiled f64", "compiled f32"])
     p.add_argument("--cu2s-folder", default=None, help="n2p2's Cu2S example (default ../shared/data/n2p2_cu2s)")
+    p.add_argument("--malloc", choices=["tuned", "default"], default="tuned",
+                   help="tuned: mlpot.system.tune_allocator() in each child, as mlpot-md and mlpot-evaluate do")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--case", help=argparse.SUPPRESS)
     p.add_argument("--size", type=int, help=argparse.SUPPRESS)

@@ -59,9 +59,10 @@ def run(cfg: DictConfig) -> dict:
 @hydra.main(version_base="1.3", config_path=EVALUATE_CONF_DIR, config_name="evaluate")
 @app("mlpot-evaluate")
 def main(cfg: DictConfig) -> None:
-    from mlpot.system import set_threads
+    from mlpot.system import set_threads, tune_allocator
 
     set_threads(cfg.get("threads"))
+    tune_allocator()
     run(cfg)
 
 

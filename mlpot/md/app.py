@@ -93,9 +93,10 @@ def run_in_lammps(c: dict, atoms, out, fixed, calculator) -> dict:
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="md")
 @app("mlpot-md")
 def main(cfg: DictConfig) -> None:
-    from mlpot.system import set_threads
+    from mlpot.system import set_threads, tune_allocator
 
     set_threads(cfg.get("threads"))
+    tune_allocator()
     run(cfg)
 
 
