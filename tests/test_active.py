@@ -1,0 +1,99 @@
+"""mlpot-active: the loop on EMT Cu with a tiny committee (seconds per member), its log, and resuming."""
+
+import json
+import shutil
+
+import ase.io
+import numpy as np
+import pytest
+from ase.calculators.emt import EMT
+
+from mlpot.active.loop import STATE, exploration_structure, run_loop, select
+from mlpot.errors import SimulationConfigError
+
+TINY = ["trainer.max_epochs=2", "descriptor.cutoff=4.0", "descriptor.angular.rc=3.5", "model.hidden=[8,8]",
+        "data.batch_size=4", "threads=1", "callbacks=default"]
+
+
+def config(**over):
+    c = {
+        "system": {"element": "Cu", "crystal": "fcc", "a": 3.61},
+        "initial": {"path": None, "n_frames": 10, "repeat": [1, 1, 1], "rattle": 0.1, "strain": 0.03},
+        "committee": {"size": 2, "dtype": None, "train": TINY},
+        "explore": {"structures": ["bulk", "vacancy"], "temperatures_K": [600.0], "repeat": [2, 2, 2], "steps": 20,
+                    "interval": 5, "timestep_fs": 2.0},
+        "select": {"lower": 0.0, "upper": 50.0, "max_per_iteration": 3, "min_gap": 2},
+        "budget": {"iterations": 2, "max_labelled": 300},
+        "seed": 0,
+    }
+    for k, v in over.items():
+        c[k] = {**c[k], **v}
+    return c
+
+
+def test_select_band_gap_and_cap():
+    from ase import Atoms
+
+    frames = []
+    for traj, sig in (("a", [0.01, 0.3, 0.5, 0.4, 2.0]), ("b", [0.2, 0.25])):
+        for k, s in enumerate(sig):
+            f = Atoms("Cu")
+            f.info.update(trajectory=traj, step=10 * k, interval=10, max_force_std=s)
+            frames.append(f)
+    # band [0.1, 1.0]: a@1 (0.3) a@2 (0.5) a@3 (0.4) b@0 (0.2) b@1 (0.25); largest first, min_gap 2 drops
+    # neighbours of a chosen frame in its trajectory
+    assert select(frames, 0.1, 1.0, 10, 2) == [2, 6]
+    assert select(frames, 0.1, 1.0, 10, 1) == [1, 2, 3, 5, 6]
+    assert select(frames, 0.1, 1.0, 1, 1) == [2]
+    assert select(frames, 3.0, 4.0, 10, 1) == []
+
+
+def test_structures():
+    assert len(exploration_structure("vacancy", "Cu", "fcc", 3.61, [2, 2, 2])) == 31
+    comp = exploration_structure("compressed", "Cu", "fcc", 3.61, [2, 2, 2])
+    assert comp.get_volume() == pytest.approx(0.92 * 8 * 3.61**3)
+    with pytest.raises(SimulationConfigError, match="unknown structure 'moon'"):
+        exploration_structure("moon", "Cu", "fcc", 3.61, [2, 2, 2])
+
+
+def test_loop_log_and_resume(tmp_path, monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    out = tmp_path / "al"
+    state = run_loop(config(), EMT(), out)
+    assert state["status"] == "budget"
+    its = state["iterations"]
+    assert [r["iteration"] for r in its] == [0, 1]
+    assert its[0]["n_labelled"] == 10 and its[0]["n_selected"] == 3 and its[1]["n_labelled"] == 13
+    assert its[0]["thresholds"]["lower"] == 0.0 and its[0]["thresholds"]["max_per_iteration"] == 3
+    assert "val/forces_rmse" in its[0]["metrics"] and len(its[1]["model"]) == 2
+    assert json.loads((out / STATE).read_text()) == state
+    new = ase.io.read(str(out / "iter_001" / "labelled.extxyz"), index=":")[10:]
+    assert all(f.info["config_type"].startswith("active_0_") for f in new)
+    ref = EMT()
+    for f in new:  # labelled by the reference
+        g = f.copy()
+        g.calc = ref
+        assert np.allclose(f.get_forces(), g.get_forces(), atol=1e-6)  # positions written to 1e-8 Å
+
+    # interrupted after iteration 0's training: its exploration, selection and the next data are gone
+    selected = (out / "iter_000" / "selected.json").read_text()
+    labelled = (out / "iter_001" / "labelled.extxyz").read_text()
+    for name in ("candidates.extxyz", "explore.json", "selected.json"):
+        (out / "iter_000" / name).unlink()
+    shutil.rmtree(out / "iter_001")
+    state0 = json.loads((out / STATE).read_text())
+    state0["iterations"] = state0["iterations"][:1]
+    (out / STATE).write_text(json.dumps(state0))
+    resumed = run_loop(config(budget={"iterations": 1}), EMT(), out)  # stops after training iteration 0 again
+    assert resumed["iterations"][0]["model"] == its[0]["model"]
+    state1 = run_loop(config(budget={"iterations": 2}), EMT(), out)
+    assert (out / "iter_000" / "selected.json").read_text() == selected
+    assert state1["iterations"][0]["selected"] == its[0]["selected"]
+    assert (out / "iter_001" / "labelled.extxyz").read_text() == labelled
+
+
+def test_bad_config(tmp_path):
+    with pytest.raises(SimulationConfigError, match="lower < upper"):
+        run_loop(config(select={"lower": 1.0, "upper": 0.5}), EMT(), tmp_path)
+    with pytest.raises(SimulationConfigError, match="at least 2 members"):
+        run_loop(config(committee={"size": 1}), EMT(), tmp_path)
