@@ -51,6 +51,11 @@ def test_round_trip_and_format(committee_file, tmp_path):
         want = torch.stack([r[key] for r in ref])
         torch.testing.assert_close(out["members"][key], want, rtol=0, atol=1e-12)
         torch.testing.assert_close(out[key], want.mean(0), rtol=0, atol=1e-12)
+    # the members' pair gradients by K backward passes (the path when the batched one is not possible) agree
+    c._batched = False
+    loop = c.predict(atoms, stress=True)
+    for key in ("forces", "stress"):
+        torch.testing.assert_close(loop["members"][key], out["members"][key], rtol=0, atol=1e-12)
     # a single model is still written and read as format 1, as a Potential
     single = save(members(1)[0], tmp_path / "single.pt")
     assert read_info(single)["format_version"] == 1 and not isinstance(load(single), Committee)
@@ -199,3 +204,25 @@ def test_train_committee_in_one_command(tiny_data, tmp_path):
     saved = json.loads((tmp_path / "metrics.json").read_text())
     assert saved["committee/size"] == 2 and len(saved["members"]) == 2
     assert metrics["test/mean_force_std"] > 0 and -1 <= metrics["test/force_std_spearman"] <= 1
+
+
+def test_evaluate_app_runs_a_committee(md_committee, tmp_path):
+    """mlpot-evaluate takes a committee model.pt like one model (its mean)."""
+    import json
+
+    from hydra import compose, initialize_config_dir
+
+    from mlpot.evaluate.app import EVALUATE_CONF_DIR, run
+
+    with initialize_config_dir(config_dir=EVALUATE_CONF_DIR, version_base="1.3"):
+        cfg = compose("evaluate", overrides=[
+            f"model={md_committee}", "reference=emt", f"output_dir={tmp_path}", "suite=quick",
+            "suite.eos.n_points=5", "suite.surfaces.millers=[111]", "suite.surfaces.layers=3",
+            "suite.surfaces.size=[1,1]", "suite.surfaces.steps=3", "suite.vacancy.repeat=[1,1,1]",
+            "suite.vacancy.steps=3", "suite.elastic.relax=false", "suite.nve.steps=10", "suite.nve.equil_steps=0",
+            "suite.nve.repeat=[1,1,1]", "suite.liquid.repeat=[2,2,2]", "suite.liquid.melt.heat_steps=5",
+            "suite.liquid.melt.equil_steps=5", "suite.liquid.equil_steps=0", "suite.liquid.steps=20",
+            "suite.liquid.frame_interval=10", "suite.liquid.rdf.rmax=3.5", "suite.liquid.rdf.nbins=35"])
+    run(cfg)
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["a0"]["value"] is not None and saved["B"]["unit"] == "GPa"

@@ -77,6 +77,7 @@ class Committee(nn.Module):
             m.descriptor = shared
         self.members = nn.ModuleList(members)
         self.metadata = dict(metadata or {})
+        self._batched = True  # one batched backward through the descriptor (False after it failed once)
 
     # -- what a Potential offers -------------------------------------------------------------------
     @property
@@ -134,27 +135,52 @@ class Committee(nn.Module):
         if need:
             vec = vec.detach().requires_grad_(True)
         G = self.members[0]._descriptors(vec, species, edge_index, plan)
-        atomic = torch.stack([m._atomic(G, species, vec, edge_index, False)[0] for m in self.members])  # (K, n)
+        batched = need and not create_graph and self._batched and not any(
+            getattr(m.head, "needs_geometry", False) for m in self.members)
+        Gh = G.detach().requires_grad_(True) if batched else G  # batched: the heads on a cut of the graph at G
+        atomic = torch.stack([m._atomic(Gh, species, vec, edge_index, False)[0] for m in self.members])  # (K, n)
         energy = torch.stack([scatter_sum(a, batch, n_structures) for a in atomic])  # (K, S)
-        per = {"energy": energy, "atomic_energies": atomic}
+        per = {"energy": energy.detach() if batched else energy, "atomic_energies": atomic.detach() if batched else atomic}
         if need:
+            if batched:
+                c = self._pair_gradients(vec, G, Gh, energy)
+                if c is None:  # the descriptor's backward cannot be batched: again, member by member (from now on)
+                    return self.forward_edges(vec, species, edge_index, batch, n_structures, volume, forces, stress,
+                                              create_graph, with_delta, plan)
+            else:  # members one by one through the whole graph (heads on the geometry, training on forces)
+                c = torch.stack([self._grad(energy[k], vec, create_graph, create_graph or k < self.size - 1)
+                                 for k in range(self.size)])
             pair_batch = batch.index_select(0, edge_index[0])
-            fs, ws = [], []
-            for k in range(self.size):
-                (c,) = torch.autograd.grad(energy[k].sum(), vec, create_graph=create_graph,
-                                           retain_graph=create_graph or k < self.size - 1, allow_unused=True)
-                c = torch.zeros_like(vec) if c is None else c
-                f, w = forces_and_virial(c, vec, edge_index, batch.shape[0], pair_batch, n_structures, forces, stress)
-                fs.append(f)
-                ws.append(w)
+            fw = [forces_and_virial(c[k], vec, edge_index, batch.shape[0], pair_batch, n_structures, forces, stress)
+                  for k in range(self.size)]
             if forces:
-                per["forces"] = torch.stack(fs)
+                per["forces"] = torch.stack([f for f, _ in fw])
             if stress:
-                per["stress"] = torch.stack(ws) / volume[None, :, None, None]
+                per["stress"] = torch.stack([w for _, w in fw]) / volume[None, :, None, None]
         out = {k: v.mean(0) for k, v in per.items()}
         out["descriptors"] = G
         out["members"] = per
         return out
+
+    @staticmethod
+    def _grad(energy, vec, create_graph: bool, retain_graph: bool) -> torch.Tensor:
+        (c,) = torch.autograd.grad(energy.sum(), vec, create_graph=create_graph, retain_graph=retain_graph,
+                                   allow_unused=True)
+        return torch.zeros_like(vec) if c is None else c
+
+    def _pair_gradients(self, vec, G, Gh, energy):
+        """c_k = ∂E_k/∂r_p (K, P, 3) with one backward pass through the descriptor: each head's ∂E_k/∂G (cheap),
+        then the descriptor's vector-Jacobian product for all K at once (``is_grads_batched``, 1.6x faster than K
+        passes for K=4, 256 Cu atoms). None when the descriptor's backward cannot be batched (then never again)."""
+        dEdG = torch.stack([self._grad(energy[k], Gh, False, k < self.size - 1) for k in range(self.size)])
+        if not G.requires_grad:  # a descriptor that does not depend on the positions (no pairs)
+            return torch.zeros((self.size, *vec.shape), dtype=vec.dtype, device=vec.device)
+        try:
+            (c,) = torch.autograd.grad(G, vec, grad_outputs=dEdG, is_grads_batched=True, allow_unused=True)
+        except Exception:  # noqa: BLE001 - an op without a batching rule: K backward passes from now on
+            self._batched = False
+            return None
+        return torch.zeros((self.size, *vec.shape), dtype=vec.dtype, device=vec.device) if c is None else c
 
     def predict(self, atoms, forces: bool = True, stress: bool = False) -> dict:
         """Evaluate one ``ase.Atoms`` or a list; tensors are detached (``"members"`` too)."""
