@@ -226,3 +226,11 @@ def test_evaluate_app_runs_a_committee(md_committee, tmp_path):
     run(cfg)
     saved = json.loads((tmp_path / "results.json").read_text())
     assert saved["a0"]["value"] is not None and saved["B"]["unit"] == "GPa"
+
+
+def test_init_from_a_committee_is_one_line(committee_file):
+    from mlpot.errors import CheckpointError
+    from mlpot.training.checkpoints import init_from_model
+
+    with pytest.raises(CheckpointError, match=r"init_from: a committee of 3 models; fine-tune one member"):
+        init_from_model(committee_file, ["Cu"])
