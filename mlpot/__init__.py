@@ -7,7 +7,8 @@ alone (``mlpot.__version__``, ``mlpot.errors``) does not load torch.
 __version__ = "0.2.0"
 
 _LAZY = {"Potential": ("mlpot.models.potential", "Potential"), "load": ("mlpot.export", "load"),
-         "save": ("mlpot.export", "save")}
+         "save": ("mlpot.export", "save"),
+         "Committee": ("mlpot.models.committee", "Committee"), "save_committee": ("mlpot.export", "save_committee")}
 
 
 def __getattr__(name):
@@ -19,4 +20,4 @@ def __getattr__(name):
     raise AttributeError(f"module 'mlpot' has no attribute {name!r}")
 
 
-__all__ = ["Potential", "__version__", "load", "save"]
+__all__ = ["Committee", "Potential", "__version__", "load", "save", "save_committee"]

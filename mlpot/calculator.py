@@ -101,6 +101,13 @@ class MLPotCalculator(Calculator):
 
     The stress is computed whenever the cell is periodic in all three directions (it costs one extra pair
     sum), so an MD step that asks for forces and then the stress evaluates the model once.
+
+    A committee (:class:`~mlpot.models.committee.Committee`, or a committee ``model.pt``) is used like one model:
+    energy, energies, forces and stress are the members' mean, and the results also hold the spread (population
+    standard deviation over the members): ``energy_std`` (eV), ``energies_std`` (per atom, eV), ``forces_std``
+    (per atom, eV/Å: the norm of the per-component standard deviations), ``max_force_std`` and
+    ``mean_force_std`` (eV/Å). A single model gives none of these keys (``calc.results.get("forces_std")`` is
+    None): no spread is not a zero spread.
     """
 
     implemented_properties = ["energy", "free_energy", "energies", "forces", "stress"]
@@ -122,6 +129,11 @@ class MLPotCalculator(Calculator):
         if dtype is not None and dtype not in _DTYPES:
             raise ValueError(f"dtype must be None, 'float32' or 'float64', got {dtype!r}")
         self.dtype = potential.dtype if dtype is None else _DTYPES[dtype]
+        from mlpot.models.committee import SPREAD_KEYS, Committee
+
+        self.is_committee = isinstance(potential, Committee)
+        if self.is_committee:  # this instance also reports the spread
+            self.implemented_properties = [*type(self).implemented_properties, *SPREAD_KEYS]
         self.device = torch.device(device)
         self.potential = copy.deepcopy(potential).to(device=self.device, dtype=self.dtype).eval()
         for p in self.potential.parameters():
@@ -145,7 +157,9 @@ class MLPotCalculator(Calculator):
     def _evaluate(self, vec, species, edge_index, volume, stress: bool, plan):
         batch = torch.zeros(species.shape[0], dtype=torch.long, device=species.device)
         out = self.potential.forward_edges(vec, species, edge_index, batch, 1, volume, True, stress, plan=plan)
-        return out["atomic_energies"], out["forces"], out.get("stress"), out["descriptors"]
+        members = out.get("members")  # a committee: the members' energies and forces
+        return (out["atomic_energies"], out["forces"], out.get("stress"), out["descriptors"],
+                None if members is None else (members["energy"], members["atomic_energies"], members["forces"]))
 
     def _run(self, vec, species, edge_index, volume, stress: bool, plan):
         if not self.compile:
@@ -195,7 +209,7 @@ class MLPotCalculator(Calculator):
             plan = self.potential.descriptor.edge_plan(r, species, edge_index, vec, once_differentiable=True,
                                                        **chunking)
         with torch.enable_grad():
-            atomic, forces, stress, G = self._run(vec, species, edge_index, volume, want_stress, plan)
+            atomic, forces, stress, G, members = self._run(vec, species, edge_index, volume, want_stress, plan)
         self._post(G.detach(), species)
         atomic = atomic.detach().cpu().numpy().astype(np.float64)
         energy = float(atomic.sum())
@@ -208,3 +222,7 @@ class MLPotCalculator(Calculator):
         if want_stress:
             s = stress.detach().cpu().numpy()[0].astype(np.float64)
             self.results["stress"] = np.array([s[0, 0], s[1, 1], s[2, 2], s[1, 2], s[0, 2], s[0, 1]])
+        if members is not None:
+            from mlpot.models.committee import spread
+
+            self.results.update(spread(dict(zip(("energy", "atomic_energies", "forces"), members))))

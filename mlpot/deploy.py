@@ -14,6 +14,9 @@ lists only its own atoms as centres (ghost atoms as neighbours only) gets its sh
 what MPI domain decomposition needs. Energies of atoms that are not centres of any pair are ignored by
 the caller.
 
+A committee (``mlpot.export.save_committee``) deploys as the mean of its members' atomic energies (one traced
+function, one descriptor call): LAMMPS runs the committee's mean and gets no spread.
+
 The file carries its description as the extra file ``mlpot.json``: ``format`` (``mlpot-deployed``),
 ``format_version``, the mlpot and torch versions, ``elements``, ``cutoff`` (Å), ``dtype`` and the class
 names. The function is recorded by tracing (``torch.jit.trace``) on an example structure and checked
@@ -142,9 +145,18 @@ def metadata(potential, dtype: torch.dtype) -> dict:
         "torch_version": str(torch.__version__), "elements": list(potential.elements),
         "cutoff": float(potential.cutoff), "dtype": str(dtype).removeprefix("torch."),
         "units": dict(UNITS),
-        "descriptor": type(potential.descriptor).__name__, "head": type(potential.head).__name__,
+        "descriptor": type(potential.descriptor).__name__, "head": _head_name(potential),
         "table_cutoff": table_cutoff(potential),
     }
+
+
+def _head_name(potential) -> str:
+    """The head's class name; a committee's: ``Committee(HDNNP x4)`` (it deploys the members' mean)."""
+    members = getattr(potential, "members", None)
+    if members is None:
+        return type(potential.head).__name__
+    heads = sorted({type(m.head).__name__ for m in members})
+    return f"Committee({'+'.join(heads)} x{len(members)})"
 
 
 def deploy(model, out, dtype: str | None = None, check: bool = True) -> Path:
@@ -177,7 +189,7 @@ def deploy(model, out, dtype: str | None = None, check: bool = True) -> Path:
             traced = torch.jit.trace(module, example, check_trace=False)
         except Exception as e:  # noqa: BLE001 - any tracing failure is one line for the user
             raise DeployError(f"cannot trace {type(potential.descriptor).__name__} + "
-                              f"{type(potential.head).__name__}: {type(e).__name__}: {str(e).splitlines()[0]}",
+                              f"{_head_name(potential)}: {type(e).__name__}: {str(e).splitlines()[0]}",
                               name) from None
     meta = metadata(potential, dt)
     if check:

@@ -28,7 +28,12 @@ def deploy_model(cfg) -> Path:
     model = Path(str(cfg.model))
     model_file = model / "model.pt" if model.is_dir() else model
     if fmt == "n2p2":
+        from mlpot.export import read_info
         from mlpot.io.n2p2 import write
+
+        if "committee" in read_info(model_file):
+            raise ConfigError("format", f"{model_file} is a committee; n2p2 takes one network per element: write "
+                                        "one member's model.pt (or use format=torchscript, which deploys the mean)")
 
         out = Path(cfg.out) if cfg.out else model_file.parent / "n2p2"
         write(model_file, out)

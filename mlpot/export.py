@@ -17,7 +17,13 @@ back with ``torch.load(weights_only=True)`` and never runs code from the file::
     }
 
 ``gmin``/``gmax`` are the training-range min/max of every descriptor component
-(extrapolation monitoring). Descriptor, scaler and head classes are looked up by
+(extrapolation monitoring). A committee (:func:`save_committee`, format_version 2) holds the shared descriptor once and a list of members::
+
+    {..., "format_version": 2, "descriptor": {...},
+     "committee": [{"scaler": {...}, "head": {...}, "metadata": {...}, "extra": {...}}, ...],
+     "metadata": {...}, "extra": {...}}
+
+and :func:`load` gives a :class:`~mlpot.models.committee.Committee` for it. Descriptor, scaler and head classes are looked up by
 name in registries (:func:`register_descriptor`, :func:`register_head`,
 :func:`register_scaler`); a class is rebuilt with ``cls.from_config(config)``
 when it has one, else ``cls(**config)``, and must offer ``config()`` to be saved.
@@ -42,10 +48,13 @@ from mlpot.descriptors.scaling import FeatureScaler
 from mlpot.errors import ModelFileError
 from mlpot.models.hdnnp import HDNNP
 from mlpot.models.pinn import PINN
+from mlpot.models.committee import Committee, CommitteeError
 from mlpot.models.potential import Potential
 
 FORMAT = "mlpot-model"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # the newest format this mlpot reads: 1 = one model, 2 = a committee (single models stay 1)
+SINGLE_FORMAT_VERSION = 1
+COMMITTEE_FORMAT_VERSION = 2
 FILENAME = "model.pt"
 UNITS = {"energy": "eV", "length": "Å"}
 SCALER_BUFFERS = ("a", "b", "gmin", "gmax", "gmean", "gsigma")
@@ -175,7 +184,7 @@ def to_dict(potential: Potential, extra: dict | None = None) -> dict:
         raise TypeError(f"scaler state lacks {', '.join(missing)}")
     return {
         "format": FORMAT,
-        "format_version": FORMAT_VERSION,
+        "format_version": SINGLE_FORMAT_VERSION,
         "mlpot_version": str(__version__),
         "torch_version": str(torch.__version__),
         "elements": [str(e) for e in potential.elements],
@@ -200,7 +209,56 @@ def save(potential: Potential, path, extra: dict | None = None) -> Path:
     """
     from mlpot.files import atomic_write
 
+    if isinstance(potential, Committee):
+        return save_committee(potential, path, extra)
     data = to_dict(potential, extra)
+    path = _model_path(path)
+    atomic_write(path, lambda tmp: torch.save(data, tmp))
+    return path
+
+
+def committee_to_dict(committee: Committee, extra: dict | None = None, member_extras=None) -> dict:
+    """The plain dict that :func:`save_committee` writes."""
+    members = list(committee.members)
+    member_extras = list(member_extras) if member_extras is not None else [{}] * len(members)
+    data = {k: v for k, v in to_dict(members[0]).items() if k not in ("scaler", "head", "metadata", "extra")}
+    data["format_version"] = COMMITTEE_FORMAT_VERSION
+    data["committee"] = []
+    for k, (m, ex) in enumerate(zip(members, member_extras)):
+        part = to_dict(m, ex)
+        data["committee"].append({key: part[key] for key in ("scaler", "head", "metadata", "extra")})
+    data["metadata"] = _plain(dict(committee.metadata or {}), "metadata")
+    data["extra"] = _plain(dict(extra or {}), "extra")
+    return data
+
+
+def save_committee(members, path, extra: dict | None = None) -> Path:
+    """Write a committee to one file (``model.pt`` conventionally) and return its path.
+
+    ``members``: a :class:`~mlpot.models.committee.Committee`, or a list of Potentials or of model files / run
+    folders (each file's ``extra``, e.g. its training config and metrics, is kept per member, and
+    ``extra["members"]`` lists the files). Members must share elements, cutoff, descriptor and dtype: anything else
+    raises :class:`~mlpot.models.committee.CommitteeError` naming the member file. :func:`load` reads it back as a
+    Committee."""
+    from mlpot.files import atomic_write
+
+    member_extras = None
+    if isinstance(members, Committee):
+        committee = members
+    else:
+        members = list(members)
+        if members and all(isinstance(m, (str, os.PathLike)) for m in members):
+            names = [str(_model_path(m)) for m in members]
+            loaded = [load(m) for m in members]
+            if any(isinstance(m, Committee) for m in loaded):
+                bad = next(n for n, m in zip(names, loaded) if isinstance(m, Committee))
+                raise CommitteeError(f"{bad}: is a committee already; give its members' files")
+            member_extras = [read_info(m).get("extra", {}) for m in members]
+            extra = {"members": names, **dict(extra or {})}
+            committee = Committee(loaded, names=names)
+        else:
+            committee = Committee(members)
+    data = committee_to_dict(committee, extra, member_extras)
     path = _model_path(path)
     atomic_write(path, lambda tmp: torch.save(data, tmp))
     return path
@@ -244,11 +302,17 @@ def read_info(path) -> dict:
     """Everything in a model file except the tensors: versions, elements, cutoff, units, dtype,
     class names and configs, ``metadata`` and ``extra``."""
     data, _ = _read(path)
-    out = {k: v for k, v in data.items() if k not in ("descriptor", "scaler", "head")}
+    return _info(data)
+
+
+def _info(data: dict) -> dict:
+    out = {k: v for k, v in data.items() if k not in ("descriptor", "scaler", "head", "committee")}
     for part in ("descriptor", "scaler", "head"):
         entry = data.get(part)
         if isinstance(entry, dict):
             out[part] = {k: v for k, v in entry.items() if k != "state"}
+    if isinstance(data.get("committee"), list):  # a committee: each member's classes, configs, metadata, extra
+        out["committee"] = [_info(m) if isinstance(m, dict) else m for m in data["committee"]]
     return out
 
 
@@ -284,14 +348,34 @@ def _load_state(module, kind: str, entry: dict, src: str) -> None:
         raise ModelFileError(f"malformed mlpot model file: {kind} state does not fit ({_oneline(e)})", src) from None
 
 
-def load(path, map_location="cpu") -> Potential:
-    """Rebuild the :class:`~mlpot.Potential` saved by :func:`save` (same dtype; on ``map_location``).
+def load(path, map_location="cpu") -> Potential | Committee:
+    """Rebuild the :class:`~mlpot.Potential` saved by :func:`save` (same dtype; on ``map_location``), or the
+    :class:`~mlpot.models.committee.Committee` saved by :func:`save_committee`.
 
     ``path``: the model file, or a directory holding ``model.pt``. Raises
     :class:`~mlpot.errors.ModelFileError` (file missing, not an mlpot model, malformed) or
     :class:`ModelFormatError` (newer format, unknown descriptor/head class); messages name the file.
     """
     data, src = _read(path, map_location)
+    committee = data.get("committee")
+    if committee is None:
+        return _potential(data, src)
+    if not isinstance(committee, list) or not all(isinstance(m, dict) for m in committee):
+        raise ModelFileError("malformed mlpot model file: 'committee' is not a list of members", src)
+    members = []
+    for k, m in enumerate(committee):
+        part = {**data, "scaler": m.get("scaler"), "head": m.get("head"), "metadata": m.get("metadata", {})}
+        members.append(_potential(part, f"{src}, committee member {k}"))
+    metadata = data.get("metadata", {})
+    try:
+        return Committee(members, metadata=metadata if isinstance(metadata, dict) else {},
+                         names=[f"member {k}" for k in range(len(members))]).eval()
+    except CommitteeError as e:
+        raise ModelFileError(f"malformed committee: {e}", src) from None
+
+
+def _potential(data: dict, src: str) -> Potential:
+    """The Potential of a checked model dict (one model, or one committee member with the shared descriptor)."""
     dtype_name = data.get("dtype")
     dtype = getattr(torch, dtype_name, None) if isinstance(dtype_name, str) else None
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
@@ -344,5 +428,6 @@ __all__ = [
     "register_head",
     "register_scaler",
     "save",
+    "save_committee",
     "to_dict",
 ]

@@ -3,6 +3,7 @@
     mlpot-train                                   # built-in EMT Cu data, default model
     mlpot-train experiment=mlearn data.path=../shared/data/mlearn/Mo
     mlpot-train -m descriptor.cutoff=5,6 seed=1,2,3
+    mlpot-train committee.size=4                  # four members (seeds 0-3), one committee model.pt
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import sys
 from pathlib import Path
 
 import hydra
+import numpy as np
 import pytorch_lightning as pl
 import torch
 from hydra.core.hydra_config import HydraConfig
@@ -169,6 +171,72 @@ def run(cfg: DictConfig) -> dict:
     return metrics
 
 
+COMMITTEE_SPLITS = ("same", "different")
+
+
+def run_committee(cfg: DictConfig) -> dict:
+    """Train ``committee.size`` members one after another (seed + k, in ``run_dir/members/k``) and write their
+    committee to ``run_dir/model.pt``; ``metrics.json`` holds the committee mean's test errors and spread (on
+    the test split of ``seed`` with ``committee.split=same``) and each member's metrics."""
+    from mlpot.errors import ConfigError
+    from mlpot.export import save_committee
+
+    size, split = cfg.committee.size, str(cfg.committee.get("split", "same"))
+    if not isinstance(size, int) or isinstance(size, bool) or size < 1:
+        raise ConfigError("committee.size", f"must be an integer >= 1, got {size!r}")
+    if split not in COMMITTEE_SPLITS:
+        raise ConfigError("committee.split", f"must be one of {', '.join(COMMITTEE_SPLITS)}, got {split!r}")
+    if not cfg.get("export", True):
+        raise ConfigError("export", "committee.size > 1 needs export=true (the committee is built from the members' "
+                                    "model.pt)")
+    run_dir = _run_dir(cfg)
+    files, member_metrics = [], []
+    for k in range(size):
+        member = cfg.copy()
+        with open_dict(member):
+            member.seed = int(cfg.seed) + k
+            member.run_dir = str(run_dir / "members" / str(k))
+            member.committee.size = 1
+            if split == "same" and OmegaConf.select(member, "data.split.seed", default=None) is not None:
+                member.data.split.seed = int(cfg.seed)
+        log.info("committee member %d of %d: seed %d, run folder %s", k + 1, size, member.seed, member.run_dir)
+        member_metrics.append(run(member))
+        files.append(Path(member.run_dir) / "model.pt")
+    path = save_committee(files, run_dir / "model.pt", extra={"config": OmegaConf.to_container(cfg, resolve=True)})
+    metrics = {"committee/size": size, "members": member_metrics}
+    if split == "same":
+        metrics.update(committee_test_metrics(cfg, path))
+    write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2, sort_keys=True, default=float) + "\n")
+    lines = [f"committee of {size}: {path}"]
+    if "test/forces_rmse" in metrics:
+        lines.append(f"test (committee mean): forces RMSE {metrics['test/forces_rmse']:.4g} eV/Å, energy RMSE "
+                     f"{metrics['test/energy_per_atom_rmse'] * 1e3:.4g} meV/atom; per-atom force spread mean "
+                     f"{metrics['test/mean_force_std']:.4g} eV/Å, Spearman ρ(spread, error) "
+                     f"{metrics['test/force_std_spearman']:.3f}")
+    print("\n".join(lines), flush=True)
+    return metrics
+
+
+def committee_test_metrics(cfg: DictConfig, model_path: Path) -> dict:
+    """Test-split errors of the committee mean and how its per-atom force spread ranks the errors."""
+    from mlpot.calculator import MLPotCalculator
+    from mlpot.evaluate.uncertainty import calibration, committee_errors
+
+    dm = instantiate(cfg.data)
+    dm.load()
+    frames = dm.atoms("test")
+    if not frames:
+        return {}
+    res = committee_errors(MLPotCalculator(model_path), frames)
+    cal = calibration(res["forces_std"], res["force_error"])
+    out = {"test/forces_rmse": float(np.sqrt(np.mean(res["force_error"] ** 2) / 3)),
+           "test/mean_force_std": cal["mean_spread"], "test/force_std_spearman": cal["spearman"]}
+    if res["energy_error_per_atom"].size:
+        out["test/energy_per_atom_rmse"] = float(np.sqrt(np.mean(res["energy_error_per_atom"] ** 2)))
+        out["test/energy_per_atom_std_mean"] = float(np.mean(res["energy_std_per_atom"]))
+    return out
+
+
 def summary(metrics: dict, run_dir: Path, exported: bool) -> str:
     """The few lines printed at the end of a run: test errors and where the model and the run folder are."""
     parts = []
@@ -211,7 +279,8 @@ def main(cfg: DictConfig) -> float | None:
     check_types(cfg, CONF_DIR, "train", HydraConfig.get().runtime.choices)  # before any data is read
     tune_allocator()
     set_threads(cfg.get("threads"), _processes_per_node(cfg))
-    metrics = run(cfg)
+    size = cfg.get("committee", {}).get("size", 1)
+    metrics = run_committee(cfg) if size != 1 else run(cfg)
     return metrics.get(cfg.get("objective", "val/loss"))
 
 

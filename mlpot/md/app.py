@@ -43,7 +43,7 @@ def run(cfg: DictConfig) -> dict:
                      timestep_fs=c["timestep_fs"], temperature_K=c["temperature_K"],
                      init_velocities=c["init_velocities"], seed=c["seed"], interval=c["interval"],
                      trajectory=c["trajectory"], thermo=c["thermo"], restart=c["restart"], progress=c["progress"],
-                     ensemble_options=ens, **stop)
+                     ensemble_options=ens, collect=c.get("collect"), **stop)
     summary.pop("atoms")
     summary["n_fixed"] = int(fixed.sum())
     (out / "md_summary.json").write_text(json.dumps(summary, indent=2) + "\n")

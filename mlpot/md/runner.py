@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 
 ENSEMBLES = ("nve", "langevin", "bussi", "nose_hoover", "npt")
 THERMO_COLUMNS = ("step", "time_ps", "epot_eV", "ekin_eV", "etot_eV", "temperature_K", "volume_A3",
-                  "n_extrapolating", "energy_std_eV", "steps_per_s")
+                  "n_extrapolating", "energy_std_eV", "max_force_std_eV_A", "mean_force_std_eV_A", "steps_per_s")
 
 
 def thermalize(atoms: Atoms, temperature_K: float, rng) -> None:
@@ -174,6 +174,7 @@ def run_md(atoms: Atoms, calculator, *, output_dir, ensemble: str = "nve", steps
            trajectory: str = "md.extxyz", thermo: str = "thermo.csv", restart: bool = False,
            max_energy_change_per_atom: float = 2.0, max_force: float = 100.0, max_extrapolating: int | None = None,
            max_extrapolating_fraction: float | None = 0.5, max_temperature_factor: float | None = 10.0,
+           max_force_std: float | None = None, collect: Mapping | None = None,
            progress: bool = True, ensemble_options: Mapping | None = None, observers=()) -> dict:
     """Run ``steps`` MD steps of ``atoms`` with ``calculator``; returns a summary dict.
 
@@ -185,12 +186,19 @@ def run_md(atoms: Atoms, calculator, *, output_dir, ensemble: str = "nve", steps
     eV/atom from the start, a force > ``max_force`` eV/Å, a temperature above ``max_temperature_factor`` times
     the target (at least 1000 K), atoms driven closer than the neighbour list accepts (the calculator's error),
     and (ExtrapolationError, a subclass) more than ``max_extrapolating`` atoms, or a fraction above
-    ``max_extrapolating_fraction`` (default 0.5), outside the model's training range. ``observers``: extra
-    ``(function(atoms, step), interval)`` pairs.
+    ``max_extrapolating_fraction`` (default 0.5), outside the model's training range, or a committee's largest
+    per-atom force spread above ``max_force_std`` (eV/Å). ``collect`` (committees): ``{"lower": σ_lo, "upper": σ_hi,
+    "interval": 1, "file": "uncertain.extxyz"}`` writes every ``interval``-th step whose largest per-atom force
+    spread σ lies in [σ_lo, σ_hi) (``upper`` null: no upper bound) to ``file``, with ``forces_std`` per atom:
+    the frames worth labelling. The thermo CSV has the largest and mean per-atom force spread of committees
+    (:mod:`mlpot.md.uncertainty`). ``observers``: extra ``(function(atoms, step), interval)`` pairs.
     """
+    from mlpot.md.uncertainty import Collector, force_spread
     from mlpot.md.calculators import check_elements, n_extrapolating
 
     check_positive(timestep_fs=timestep_fs, interval=interval)
+    if max_force_std is not None:
+        check_positive(**{"stop.max_force_std": max_force_std})
     if ensemble != "nve" or (init_velocities and not restart):
         check_positive(temperature_K=temperature_K)
     if int(steps) != steps or steps < 0:
@@ -222,10 +230,18 @@ def run_md(atoms: Atoms, calculator, *, output_dir, ensemble: str = "nve", steps
     ext_path = out / (Path(trajectory).stem + ".extrapolation.csv")
     n_atoms = len(atoms)
     e_start = atoms.get_potential_energy()
+    collector = Collector(out, collect, append=last is not None)
+    if (max_force_std is not None or collector.active) and force_spread(atoms.calc) is None:
+        writer.close()
+        thermo_f.close()
+        raise SimulationConfigError(
+            f"{'stop.max_force_std' if max_force_std is not None else 'collect'} needs a committee model (the "
+            f"calculator {type(atoms.calc).__name__} gives no forces_std): use a committee model.pt or "
+            "md/calculator=committee")
     t_ref = float(temperature_K) if temperature_K and ensemble != "nve" else float(atoms.get_temperature())
     t_max = None if not max_temperature_factor else max(1000.0, float(max_temperature_factor) * t_ref)
     state = {"last_good": atoms.copy(), "t0": time.perf_counter(), "s0": start, "n_ext_max": 0, "warned": False,
-             "rate": 0.0}
+             "rate": 0.0, "max_force_std": None}
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -263,6 +279,17 @@ def run_md(atoms: Atoms, calculator, *, output_dir, ensemble: str = "nve", steps
             bad = f"temperature {temperature:.4g} K (> {t_max:.4g} K, stop.max_temperature_factor)"
         if bad:
             raise MDInstabilityError(f"MD step {step}: {bad}; the run is stopped, last good frame in {save_last_good()}")
+        sigma = force_spread(atoms.calc)
+        if sigma is not None:
+            state["max_force_std"] = max(state["max_force_std"] or 0.0, sigma[0])
+            collector.offer(step, sigma[0], lambda: frame(step), atoms.calc.results.get("forces_std"))
+            if max_force_std is not None and sigma[0] > max_force_std:
+                writer.write(frame(step))
+                worst = int(np.argmax(atoms.calc.results["forces_std"]))
+                raise ExtrapolationError(
+                    f"MD step {step}: committee force spread {sigma[0]:.3g} eV/Å on atom {worst} (> stop.max_force_std"
+                    f"={max_force_std}); the run is stopped, frame written to {traj_path}, last good frame in "
+                    f"{save_last_good()}")
         state["last_good"] = frame(step)
         n = n_extrapolating(atoms.calc)
         if n:
@@ -295,9 +322,11 @@ def run_md(atoms: Atoms, calculator, *, output_dir, ensemble: str = "nve", steps
         epot, ekin = atoms.get_potential_energy(), atoms.get_kinetic_energy()
         n = n_extrapolating(atoms.calc)
         estd = atoms.calc.results.get("energy_std", "")
+        sigma = force_spread(atoms.calc)
+        fmax_std, fmean_std = ("", "") if sigma is None else (f"{sigma[0]:.6g}", f"{sigma[1]:.6g}")
         thermo_w.writerow([step, f"{step * timestep_fs / 1000.0:.6f}", f"{epot:.8f}", f"{ekin:.8f}",
                            f"{epot + ekin:.8f}", f"{atoms.get_temperature():.3f}", f"{atoms.get_volume():.4f}",
-                           "" if n is None else n, estd, f"{state['rate']:.2f}"])
+                           "" if n is None else n, estd, fmax_std, fmean_std, f"{state['rate']:.2f}"])
         thermo_f.flush()
         if bar is not None:
             bar.set_postfix_str(f"T={atoms.get_temperature():.0f} K, {state['rate']:.1f} steps/s", refresh=False)
@@ -316,6 +345,7 @@ def run_md(atoms: Atoms, calculator, *, output_dir, ensemble: str = "nve", steps
                                  f"good frame in {save_last_good()}") from None
     finally:
         writer.close()
+        collector.close()
         thermo_f.close()
         if bar is not None:
             bar.close()
@@ -323,4 +353,5 @@ def run_md(atoms: Atoms, calculator, *, output_dir, ensemble: str = "nve", steps
     done = max(0, int(steps) - start)
     return {"steps": int(steps), "start_step": start, "wall_s": wall, "steps_per_s": done / wall if wall > 0 else 0.0,
             "trajectory": str(traj_path), "thermo": str(thermo_path), "max_extrapolating": state["n_ext_max"],
-            "final_temperature_K": float(atoms.get_temperature()), "atoms": atoms}
+            "final_temperature_K": float(atoms.get_temperature()), "max_force_std": state["max_force_std"],
+            "n_collected": collector.count, "collected": collector.path_str, "atoms": atoms}

@@ -100,6 +100,9 @@ def init_from_model(path, data_elements: list[str]):
         potential = load(path)
     except Exception as exc:  # noqa: BLE001 - ModelFileError and friends name the file already
         raise CheckpointError(f"init_from: {exc}") from None
+    if hasattr(potential, "members"):  # a committee file
+        raise CheckpointError(f"init_from: a committee of {len(potential.members)} models; fine-tune one member "
+                              "(its members/<k>/model.pt) or each of them", str(path))
     unknown = sorted(set(data_elements) - set(potential.elements))
     if unknown:
         raise CheckpointError(f"init_from: the data has element(s) {', '.join(unknown)} that the model "
