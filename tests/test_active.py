@@ -65,7 +65,12 @@ def test_loop_log_and_resume(tmp_path, monkeypatch):
     assert [r["iteration"] for r in its] == [0, 1]
     assert its[0]["n_labelled"] == 10 and its[0]["n_selected"] == 3 and its[1]["n_labelled"] == 13
     assert its[0]["thresholds"]["lower"] == 0.0 and its[0]["thresholds"]["max_per_iteration"] == 3
-    assert "val/forces_rmse" in its[0]["metrics"] and len(its[1]["model"]) == 2
+    assert "val/forces_rmse" in its[0]["metrics"] and len(its[1]["members"]) == 2
+    assert its[1]["model"].endswith("iter_001/committee.pt") and state["final_model"] == its[1]["model"]
+    from mlpot.export import load
+    from mlpot.models.committee import Committee
+
+    assert isinstance(load(its[1]["model"]), Committee)
     assert json.loads((out / STATE).read_text()) == state
     new = ase.io.read(str(out / "iter_001" / "labelled.extxyz"), index=":")[10:]
     assert all(f.info["config_type"].startswith("active_0_") for f in new)

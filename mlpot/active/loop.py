@@ -5,9 +5,9 @@ One iteration, each stage's result kept in ``<out>/iter_<k>/`` so that an interr
 resumed loop makes the same selection as an uninterrupted one):
 
 1. **train**: K committee members on the labelled frames (``labelled.extxyz``), each by ``python -m mlpot.train``
-   with its own ``seed`` (hence its own initial weights and its own train/validation/test split) →
-   ``members/m<i>/model.pt``;
-2. **explore**: MD (Langevin) with the committee (:class:`~mlpot.md.calculators.CommitteeCalculator`) from each
+   with its own ``seed`` (its own initial weights; the same train/validation/test split) →
+   ``members/m<i>/model.pt``, combined into one committee file ``committee.pt`` (:func:`mlpot.export.save_committee`);
+2. **explore**: MD (Langevin) with the committee (:class:`~mlpot.calculator.MLPotCalculator` of the file) from each
    exploration structure at each temperature; every ``interval`` steps a candidate frame with its largest
    per-atom force spread σ_F (eV/Å, norm of the per-component standard deviation over the members); a trajectory
    stops at the first frame above ``select.upper`` (the committee is lost there; what follows is not physical)
@@ -19,7 +19,8 @@ resumed loop makes the same selection as an uninterrupted one):
 
 The loop ends when no candidate's σ_F reaches ``lower`` (converged), or when ``budget.iterations`` or
 ``budget.max_labelled`` is spent. ``<out>/active_learning.json`` lists per iteration ``n_labelled``, the
-thresholds, the members' mean validation metrics, the member model paths and the exploration counts.
+thresholds, the members' mean validation and test metrics, the committee file (``model``) and its members, and the
+exploration counts; ``final_model`` is the last committee.
 """
 
 from __future__ import annotations
@@ -103,15 +104,17 @@ def label(atoms: Atoms, reference, config_type: str) -> Atoms:
     return out
 
 
-def train_member(labelled: Path, run_dir: Path, seed: int, overrides: Sequence[str]) -> Path:
-    """``python -m mlpot.train`` on ``labelled`` into ``run_dir`` (skipped when its model.pt exists)."""
+def train_member(labelled: Path, run_dir: Path, seed: int, overrides: Sequence[str], split_seed: int | None = None) -> Path:
+    """``python -m mlpot.train`` on ``labelled`` into ``run_dir`` (skipped when its model.pt exists); with
+    ``split_seed`` every member holds out the same validation and test frames (only the weights differ)."""
     model = run_dir / "model.pt"
     if model.is_file():
         return model
     run_dir.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", "mlpot.train", "data=xyz", f"data.path={labelled}", f"run_dir={run_dir}",
            f"hydra.run.dir={run_dir}", f"seed={seed}", f"data.cache_dir={run_dir / 'cache'}",
-           "trainer.enable_progress_bar=false", *overrides]
+           "trainer.enable_progress_bar=false", *([f"data.split.seed={split_seed}"] if split_seed is not None else []),
+           *overrides]
     with open(run_dir / "train.out", "w") as out:
         proc = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, env=dict(os.environ))
     if proc.returncode != 0 or not model.is_file():
@@ -122,10 +125,23 @@ def train_member(labelled: Path, run_dir: Path, seed: int, overrides: Sequence[s
     return model
 
 
-def committee(models: Sequence[Path], dtype: str | None = None):
-    from mlpot.md.calculators import CommitteeCalculator, MonitoredCalculator
+def write_committee(models: Sequence[Path], path: Path) -> Path:
+    """The members in one committee file (:func:`mlpot.export.save_committee`), unless it exists."""
+    from mlpot.export import save_committee
 
-    return CommitteeCalculator([MonitoredCalculator(str(m), dtype=dtype) for m in models])
+    return path if path.is_file() else save_committee([str(m) for m in models], path)
+
+
+def committee(model: Path | Sequence[Path], dtype: str | None = None):
+    """The calculator of a committee file (or of member files, combined first in memory): mean and ``forces_std``."""
+    from mlpot.calculator import MLPotCalculator
+
+    if not isinstance(model, (str, os.PathLike)):
+        from mlpot.export import load
+        from mlpot.models.committee import Committee
+
+        model = Committee([load(m) for m in model])
+    return MLPotCalculator(model, dtype=dtype)
 
 
 def explore(calc, structures: Sequence[str], temperatures: Sequence[float], *, element: str, crystal: str, a: float,
@@ -237,9 +253,10 @@ def run_loop(cfg: Mapping, reference, out: Path) -> dict:
         if record is None:
             record = {"iteration": k, "n_labelled": n_labelled, "thresholds": thresholds}
             state["iterations"].append(record)
-        models = [train_member(labelled, it_dir / "members" / f"m{m}", seed + 1000 * k + m, com.get("train", []))
-                  for m in range(int(com["size"]))]
-        record.update(model=[str(m) for m in models], metrics=_mean_metrics(models))
+        models = [train_member(labelled, it_dir / "members" / f"m{m}", seed + 1000 * k + m, com.get("train", []),
+                               split_seed=seed) for m in range(int(com["size"]))]
+        com_file = write_committee(models, it_dir / "committee.pt")
+        record.update(model=str(com_file), members=[str(m) for m in models], metrics=_mean_metrics(models))
         write_text(state_path, json.dumps(state, indent=2) + "\n")
 
         if k + 1 >= int(bud["iterations"]) or n_labelled >= int(bud["max_labelled"]):
@@ -250,7 +267,7 @@ def run_loop(cfg: Mapping, reference, out: Path) -> dict:
             frames = ase.io.read(str(cand_path), index=":")
             runs = _read_json(summ_path)
         else:
-            calc = committee(models, com.get("dtype"))
+            calc = committee(com_file, com.get("dtype"))
             frames, runs = explore(calc, exp["structures"], exp["temperatures_K"], element=element, crystal=crystal,
                                    a=a, repeat=exp["repeat"], steps=int(exp["steps"]), interval=int(exp["interval"]),
                                    timestep_fs=float(exp["timestep_fs"]), upper=upper, seed=seed + 1000 * k)
@@ -281,5 +298,5 @@ def run_loop(cfg: Mapping, reference, out: Path) -> dict:
     return state
 
 
-__all__ = ["STATE", "committee", "explore", "exploration_structure", "initial_frames", "label", "run_loop", "select",
+__all__ = ["STATE", "committee", "write_committee", "explore", "exploration_structure", "initial_frames", "label", "run_loop", "select",
            "train_member"]
