@@ -83,6 +83,7 @@ def test_n2p2_folder_by_target_and_by_path(n2p2_folder):
      r"^reference \(mlpot.md.calculators.model\): .*no_such_option"),
     ({"path": "m.pt"}, r"^reference: no _target_"),
     ("???", r"^reference is not set"),
+    ({"_target_": "mlpot.md.calculators.n2p2", "path": "???"}, r"^reference.path is not set \(mlpot.md.calculators.n2p2"),
 ])
 def test_bad_calculator_configs_are_one_line_naming_the_key(cfg, match):
     with pytest.raises(SimulationConfigError, match=match) as info:

@@ -212,6 +212,15 @@ def calculator_config(spec: Mapping | str | os.PathLike, key: str = "calculator"
                                 f"mlpot.md.calculators.model with path: <model.pt>)")
 
 
+def check_set(conf: Mapping, key: str) -> None:
+    """SimulationConfigError naming the first value of ``conf`` left at ``???`` (a config's mandatory value)."""
+    for name, value in conf.items():
+        if isinstance(value, str) and value == "???":
+            raise SimulationConfigError(f"{key}.{name} is not set ({conf.get('_target_')} needs it)")
+        if isinstance(value, Mapping):
+            check_set(value, f"{key}.{name}")
+
+
 def make_calculator(cfg: Mapping | str, key: str = "calculator") -> Calculator:
     """An ASE calculator from a config (see :func:`calculator_config` for the forms it takes), built with
     ``hydra.utils.instantiate``. Missing or malformed model files raise :class:`~mlpot.errors.ModelFileError`
@@ -223,6 +232,7 @@ def make_calculator(cfg: Mapping | str, key: str = "calculator") -> Calculator:
     from mlpot.errors import MLPotError
 
     conf = calculator_config(cfg, key)
+    check_set(conf, key)
     try:
         calc = instantiate(conf, _convert_="all")
     except InstantiationException as exc:

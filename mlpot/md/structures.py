@@ -87,7 +87,10 @@ def make_structure(cfg: Mapping | str) -> Atoms:
     from mlpot.cli import root_cause
     from mlpot.errors import MLPotError
 
+    from mlpot.md.calculators import check_set
+
     conf = {k: v for k, v in structure_config(cfg).items() if k not in NOT_BUILDER_KEYS}
+    check_set(conf, "structure")
     try:
         atoms = instantiate(conf, _convert_="all")
     except InstantiationException as exc:
