@@ -40,8 +40,10 @@ def config_groups(app_name: str) -> str:
     if app_name == "train":
         dirs = [d for d in root.iterdir() if d.is_dir() and d.name not in NOT_TRAIN]
         dirs += [d for d in (root / "hydra").glob("*") if d.is_dir()]
-    else:
+    elif app_name in APP_GROUPS:
         dirs = [d for d in (root / APP_GROUPS[app_name]).rglob("*") if d.is_dir() and list(d.glob("*.yaml"))]
+    else:  # an app whose config has no groups (all its keys are in $CONFIG)
+        return "(none)"
     lines = []
     for d in sorted(dirs):
         options = sorted(f.stem for f in d.glob("*.yaml"))
