@@ -5,6 +5,10 @@ per user error instead of a traceback, quiet third-party output, the process set
   or key>`` on stderr and exits with status 2; ``HYDRA_FULL_ERROR=1`` (Hydra's own switch) re-raises it with
   its traceback. Errors from ``hydra.utils.instantiate`` are unwrapped to the one that caused them, with the
   config key they came from.
+* :data:`CONF_DIR`: the one config root of the apps (``mlpot/conf``): ``train.yaml``, ``md.yaml``, ``evaluate.yaml``
+  and their groups (the training's at the top, ``md/...`` and ``evaluate/...`` for the others); each app's
+  ``--help`` lists its own groups through the ``${mlpot.groups:APP}`` resolver (:func:`config_groups`).
+* :func:`rename_overrides` keeps an app's old command-line spellings working (``mlpot-evaluate model=...``).
 * :func:`quiet` drops third-party advertising ("Tip: ... try installing ...") and known deprecation noise of
   Lightning on this torch from the normal output; nothing of mlpot's own is filtered.
 """
@@ -17,6 +21,56 @@ import os
 import re
 import sys
 import warnings
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+CONF_DIR = str(Path(__file__).resolve().parent / "conf")  # shipped in the package; conf/ at the top is a link to it
+#: the config groups of the apps other than mlpot-train, by app (folders of CONF_DIR)
+APP_GROUPS = {"md": "md", "evaluate": "evaluate"}
+#: folders of CONF_DIR that are no app's groups of mlpot-train (deploy and committee_app are roots of their own, hydra is
+#: Hydra's)
+NOT_TRAIN = ("md", "evaluate", "deploy", "committee_app", "hydra")
+
+
+def config_groups(app_name: str) -> str:
+    """The config groups of one app and their options, one ``group: a, b, c`` line each (for ``--help``):
+    ``train``: the top-level groups of :data:`CONF_DIR`; ``md`` / ``evaluate``: the groups under ``md/`` /
+    ``evaluate/``; the ``hydra/sweeper`` presets shipped with mlpot are listed for ``train``."""
+    root = Path(CONF_DIR)
+    if app_name == "train":
+        dirs = [d for d in root.iterdir() if d.is_dir() and d.name not in NOT_TRAIN]
+        dirs += [d for d in (root / "hydra").glob("*") if d.is_dir()]
+    elif app_name in APP_GROUPS:
+        dirs = [d for d in (root / APP_GROUPS[app_name]).rglob("*") if d.is_dir() and list(d.glob("*.yaml"))]
+    else:  # an app whose config has no groups (all its keys are in $CONFIG)
+        return "(none)"
+    lines = []
+    for d in sorted(dirs):
+        options = sorted(f.stem for f in d.glob("*.yaml"))
+        if options:
+            lines.append(f"{d.relative_to(root).as_posix()}: {', '.join(options)}")
+    return "\n".join(lines)
+
+
+if not OmegaConf.has_resolver("mlpot.groups"):
+    OmegaConf.register_new_resolver("mlpot.groups", config_groups)
+
+
+def rename_overrides(argv: list[str], renames: dict[str, str]) -> list[str]:
+    """Command-line overrides with old key or group names replaced (``{"model": "potential"}`` turns
+    ``model=x.pt`` into ``potential=x.pt``, ``model.dtype=...`` into ``potential.dtype=...``); a new name with a
+    ``/`` is a config group: only its choice is renamed (``suite=quick`` -> ``evaluate/suite=quick``), while
+    ``suite.eos.n_points=5`` stays (the group's package). Hydra's own flags (``-m``, ``--cfg``, ...) pass as
+    they are."""
+    out = []
+    for arg in argv:
+        m = re.match(r"^([+~]{0,2})([A-Za-z_][\w/]*)(\.|=|@)(.*)$", arg, flags=re.S)
+        if m and not arg.startswith("-") and m.group(2) in renames and not (
+                "/" in renames[m.group(2)] and m.group(3) == "."):
+            arg = f"{m.group(1)}{renames[m.group(2)]}{m.group(3)}{m.group(4)}"
+        out.append(arg)
+    return out
 
 #: warnings of third-party packages that say nothing to a user of mlpot (message regexes)
 NOISE = (
@@ -98,7 +152,7 @@ def app(name: str):
     return wrap
 
 
-__all__ = ["app", "quiet", "one_line", "root_cause", "NOISE"]
+__all__ = ["app", "quiet", "one_line", "root_cause", "NOISE", "CONF_DIR", "config_groups", "rename_overrides"]
 
 
 def _defaults_of(path) -> dict:

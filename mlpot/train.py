@@ -21,14 +21,13 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from mlpot.cli import app, check_types
+from mlpot.cli import CONF_DIR, app, check_types
 from mlpot.data.datamodule import is_builtin
 from mlpot.files import write_text
 from mlpot.descriptors.scaling import FeatureScaler
 from mlpot.models.potential import Potential
 from mlpot.training.module import PotentialModule
 
-CONF_DIR = str(Path(__file__).resolve().parent / "conf")  # shipped in the package; conf/ at the top is a link to it
 log = logging.getLogger("mlpot.train")
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 

@@ -158,7 +158,7 @@ def test_evaluate_app_writes_results_for_a_model_and_emt(tmp_path):
     model = save(fitted_tiny(), tmp_path / "model.pt")
     with initialize_config_dir(config_dir=EVALUATE_CONF_DIR, version_base="1.3"):
         cfg = compose("evaluate", overrides=[
-            f"model={model}", "reference=emt", f"output_dir={tmp_path / 'report'}", "suite=quick",
+            f"potential={model}", "reference=emt", f"output_dir={tmp_path / 'report'}", "evaluate/suite=quick",
             "suite.eos.n_points=5", "suite.surfaces.millers=[111]", "suite.surfaces.layers=3",
             "suite.surfaces.size=[1,1]", "suite.surfaces.steps=3", "suite.vacancy.repeat=[1,1,1]",
             "suite.vacancy.steps=3", "suite.elastic.relax=false", "suite.nve.steps=10", "suite.nve.equil_steps=0",

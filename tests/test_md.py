@@ -282,7 +282,7 @@ def test_growth_preset_and_melt_keep_the_seed_fixed():
     from mlpot.md.structures import melt
 
     cfg = compose_md("md/experiment=growth_cu", "structure.repeat=[2,2,4]")
-    assert cfg.structure.kind == "liquid" and cfg.ensemble.kind == "bussi" and cfg.temperature_K < 1300
+    assert cfg.structure.melt and cfg.ensemble._target_ == "mlpot.md.ensembles.Bussi" and cfg.temperature_K < 1300
     atoms = make_structure(cfg.structure)
     seed = fix_atoms(atoms, cfg.fix)
     assert 0 < seed.sum() < len(atoms) / 4

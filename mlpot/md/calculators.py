@@ -1,10 +1,14 @@
 """Calculators for MD and property runs, built from one config block.
 
-``make_calculator({"kind": ...})`` gives an ASE calculator for
-- ``model``: an exported ``model.pt`` (:class:`MonitoredCalculator`, with the extrapolation count),
-- ``committee``: several exported models, mean energy/forces/stress and their spread,
-- ``emt``: ASE's EMT, ``eam``: ASE's EAM from a potential file (``.alloy``, ``.fs``, ``.eam``).
-The runners only ever see an ASE calculator, so the reference potentials go through the same code.
+``make_calculator(cfg)`` gives an ASE calculator from a ``_target_`` config, built by ``hydra.utils.instantiate``
+as training builds its objects. The targets here:
+- :func:`model`: an exported ``model.pt`` (:class:`MonitoredCalculator`, with the extrapolation count),
+- :func:`committee`: several exported models, mean energy/forces/stress and their spread,
+- :func:`eam`: ASE's EAM from a potential file (``.alloy``, ``.fs``, ``.eam``),
+- :func:`n2p2`: an n2p2 potential folder (:func:`mlpot.io.n2p2.load`) with its length and energy units;
+and any ASE calculator by its class (``ase.calculators.emt.EMT``, ``ase.calculators.lj.LennardJones``, ...).
+Shorthand strings (``emt``, an EAM file, an n2p2 folder, a model path) and the old ``kind:`` form map to these
+(:func:`calculator_config`). The runners only ever see an ASE calculator, so the references go through the same code.
 """
 
 from __future__ import annotations
@@ -20,7 +24,6 @@ from mlpot.calculator import MLPotCalculator
 from mlpot.data.frames import check_structure
 from mlpot.errors import DataPathError, SimulationConfigError
 
-KINDS = ("model", "committee", "emt", "eam")
 
 
 class MonitoredCalculator(MLPotCalculator):
@@ -100,39 +103,148 @@ def _path(value, what: str) -> Path:
     return path
 
 
-def make_calculator(cfg: Mapping | str) -> Calculator:
-    """An ASE calculator from a config block (or the shorthand strings ``emt`` and a model path).
+# --- the calculators a config names by ``_target_`` ----------------------------------------------------------------
+def model(path, dtype: str | None = None, device: str = "cpu", tolerance: float = 0.0, skin: float = 1.0,
+          compile: bool = False) -> MonitoredCalculator:
+    """An exported mlpot ``model.pt`` (or a run folder holding one), with the extrapolation monitor."""
+    return MonitoredCalculator(_path(path, "model"), tolerance=float(tolerance or 0.0), dtype=dtype, device=device,
+                               skin=float(skin), compile=bool(compile))
 
-    ``{"kind": "model", "path": ..., "dtype": None, "device": "cpu", "tolerance": 0.0, "skin": 1.0, "compile": False}``
-    (dtype None: the model's own; see :class:`~mlpot.calculator.MLPotCalculator` for dtype, skin and compile),
-    ``{"kind": "committee", "paths": [...], ...}``, ``{"kind": "emt"}``, ``{"kind": "eam", "path": ...}``.
-    Missing or malformed model files raise :class:`~mlpot.errors.ModelFileError` naming the file.
+
+def committee(paths, dtype: str | None = None, device: str = "cpu", tolerance: float = 0.0, skin: float = 1.0,
+              compile: bool = False) -> CommitteeCalculator:
+    """Several exported models: mean energy/forces/stress and their spread."""
+    return CommitteeCalculator([model(p, dtype, device, tolerance, skin, compile) for p in (paths or [])])
+
+
+def eam(path):
+    """ASE's EAM from a potential file (``.alloy``, ``.fs``, ``.eam``, ``.adp``)."""
+    from ase.calculators.eam import EAM
+
+    path = _path(path, "EAM potential")
+    if not path.is_file():
+        raise DataPathError("EAM potential file not found", str(path))
+    return EAM(potential=str(path))
+
+
+def n2p2(path, length_unit: float | str = 1.0, energy_unit: float | str = 1.0, epoch: int | None = None,
+         dtype: str | None = None, device: str = "cpu", tolerance: float = 0.0, skin: float = 1.0,
+         compile: bool = False) -> MonitoredCalculator:
+    """An n2p2 potential folder (``input.nn``, ``scaling.data``, ``weights.NNN.data``) through
+    :func:`mlpot.io.n2p2.load`; ``length_unit`` / ``energy_unit``: Å and eV per unit of the files (numbers, or
+    ``bohr`` / ``hartree``; 1.0: Å and eV)."""
+    from mlpot.io.n2p2 import load
+    from mlpot.units import BOHR, HARTREE
+
+    folder = _path(path, "n2p2 potential folder")
+    if not (folder / "input.nn").is_file():
+        raise DataPathError("n2p2 potential folder (input.nn) not found", str(folder))
+    named = {"bohr": BOHR, "angstrom": 1.0, "hartree": HARTREE, "ev": 1.0}
+
+    def unit(value, key):
+        if isinstance(value, str):
+            if value.lower() in named:
+                return named[value.lower()]
+            if not _is_number(value):
+                raise SimulationConfigError(f"calculator.{key} must be a number or one of {', '.join(named)}, "
+                                            f"got {value!r}")
+        return float(value)
+
+    potential = load(folder, length_unit=unit(length_unit, "length_unit"), energy_unit=unit(energy_unit, "energy_unit"),
+                     epoch=epoch)
+    return MonitoredCalculator(potential, tolerance=float(tolerance or 0.0), dtype=dtype, device=device,
+                               skin=float(skin), compile=bool(compile))
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+        return True
+    except ValueError:
+        return False
+
+
+# --- configs: the ``_target_`` form, the shorthand strings and the old ``kind:`` form --------------------------------
+TARGETS = {  # the old ``kind:`` names (and the shorthands) -> their _target_
+    "model": "mlpot.md.calculators.model",
+    "committee": "mlpot.md.calculators.committee",
+    "emt": "ase.calculators.emt.EMT",
+    "eam": "mlpot.md.calculators.eam",
+    "n2p2": "mlpot.md.calculators.n2p2",
+}
+EAM_SUFFIXES = (".alloy", ".fs", ".eam", ".adp")
+
+
+def calculator_config(spec: Mapping | str | os.PathLike, key: str = "calculator") -> dict:
+    """The ``_target_`` config of a calculator given as
+
+    * a config with ``_target_`` (any ASE calculator: ``{"_target_": "ase.calculators.lj.LennardJones", "sigma": 2.3}``),
+    * a shorthand string: ``emt``, an EAM file (``.alloy``, ``.fs``, ``.eam``, ``.adp``), an n2p2 folder (holding
+      ``input.nn``; Å and eV), anything else an mlpot ``model.pt`` (or its run folder),
+    * the old form ``{"kind": "model" | "committee" | "emt" | "eam" | "n2p2", ...}`` (mlpot <= 0.2).
     """
-    if isinstance(cfg, (str, os.PathLike)):
-        text = str(cfg)
-        cfg = {"kind": text.lower()} if text.lower() in ("emt",) else (
-            {"kind": "eam", "path": text} if text.endswith((".alloy", ".fs", ".eam", ".adp")) else {"kind": "model", "path": text})
-    kind = str(cfg.get("kind", "")).lower()
-    opts = {"dtype": cfg.get("dtype"), "device": cfg.get("device", "cpu"), "skin": float(cfg.get("skin", 1.0)),
-            "compile": bool(cfg.get("compile", False))}
-    tol = float(cfg.get("tolerance", 0.0) or 0.0)
-    if kind == "model":
-        return MonitoredCalculator(_path(cfg.get("path"), "model"), tolerance=tol, **opts)
-    if kind == "committee":
-        paths = cfg.get("paths") or []
-        return CommitteeCalculator([MonitoredCalculator(_path(p, "model"), tolerance=tol, **opts) for p in paths])
-    if kind == "emt":
-        from ase.calculators.emt import EMT
+    if isinstance(spec, (str, os.PathLike)):
+        text = str(spec)
+        if text.lower() in ("emt",):
+            return {"_target_": TARGETS["emt"]}
+        if text.endswith(EAM_SUFFIXES):
+            return {"_target_": TARGETS["eam"], "path": text}
+        if (Path(os.path.expanduser(text)) / "input.nn").is_file():
+            return {"_target_": TARGETS["n2p2"], "path": text}
+        if not text or text == "???":
+            raise SimulationConfigError(f"{key} is not set (emt, an EAM file, an n2p2 folder, a model.pt, "
+                                        f"or a config with _target_)")
+        return {"_target_": TARGETS["model"], "path": text}
+    if not isinstance(spec, Mapping):
+        raise SimulationConfigError(f"{key}: expected a config with _target_ or a path, got {spec!r}")
+    cfg = dict(spec)
+    if "_target_" in cfg:
+        return cfg
+    if "kind" in cfg:  # the old form: same keys, kind -> _target_
+        kind = str(cfg.pop("kind")).lower()
+        if kind not in TARGETS:
+            raise SimulationConfigError(f"{key}: unknown kind {kind!r} (choose from {', '.join(TARGETS)}, "
+                                        f"or give _target_)")
+        if kind == "emt":
+            return {"_target_": TARGETS["emt"]}
+        return {"_target_": TARGETS[kind], **cfg}
+    raise SimulationConfigError(f"{key}: no _target_ (e.g. _target_: ase.calculators.emt.EMT, or "
+                                f"mlpot.md.calculators.model with path: <model.pt>)")
 
-        return EMT()
-    if kind == "eam":
-        from ase.calculators.eam import EAM
 
-        path = _path(cfg.get("path"), "EAM potential")
-        if not path.is_file():
-            raise DataPathError("EAM potential file not found", str(path))
-        return EAM(potential=str(path))
-    raise SimulationConfigError(f"calculator: unknown kind {kind!r} (choose from {', '.join(KINDS)})")
+def check_set(conf: Mapping, key: str) -> None:
+    """SimulationConfigError naming the first value of ``conf`` left at ``???`` (a config's mandatory value)."""
+    for name, value in conf.items():
+        if isinstance(value, str) and value == "???":
+            raise SimulationConfigError(f"{key}.{name} is not set ({conf.get('_target_')} needs it)")
+        if isinstance(value, Mapping):
+            check_set(value, f"{key}.{name}")
+
+
+def make_calculator(cfg: Mapping | str, key: str = "calculator") -> Calculator:
+    """An ASE calculator from a config (see :func:`calculator_config` for the forms it takes), built with
+    ``hydra.utils.instantiate``. Missing or malformed model files raise :class:`~mlpot.errors.ModelFileError`
+    naming the file; errors of the config name ``key``."""
+    from hydra.errors import InstantiationException
+    from hydra.utils import instantiate
+
+    from mlpot.cli import root_cause
+    from mlpot.errors import MLPotError
+
+    conf = calculator_config(cfg, key)
+    check_set(conf, key)
+    try:
+        calc = instantiate(conf, _convert_="all")
+    except InstantiationException as exc:
+        cause, _ = root_cause(exc)
+        if isinstance(cause, MLPotError):
+            raise cause from None
+        text = " ".join(str(cause).split())
+        raise SimulationConfigError(f"{key} ({conf['_target_']}): {text}") from None
+    if not callable(getattr(calc, "get_potential_energy", None)) and not hasattr(calc, "calculate"):
+        raise SimulationConfigError(f"{key}: _target_ {conf['_target_']} built a {type(calc).__name__}, "
+                                    f"not an ASE calculator")
+    return calc
 
 
 def check_elements(atoms, calculator, source: str = "structure") -> None:

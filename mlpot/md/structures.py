@@ -1,9 +1,10 @@
 """Starting structures from one config block: a file, a bulk supercell, a surface slab, a liquid.
 
-``make_structure({"kind": "bulk", "element": "Cu", "crystal": "fcc", "a": 3.59, "repeat": [3, 3, 3]})``;
-``kind: file`` reads ``path`` (``index``, default the last frame) with ASE; ``kind: surface`` builds
-an fcc/bcc/hcp slab with ``ase.build`` (``miller`` "100", "110", "111", ``size``, ``vacuum``);
-``kind: liquid`` is a bulk supercell that :func:`melt` turns into a liquid with the run's calculator.
+``make_structure({"_target_": "mlpot.md.structures.bulk_supercell", "element": "Cu", "a": 3.59, "repeat": [3, 3, 3]})``
+(built by ``hydra.utils.instantiate``, as training builds its objects): :func:`read_structure` reads a file
+(``index``, default the last frame) with ASE; :func:`surface_slab` builds an fcc/bcc/hcp slab with ``ase.build``;
+any function returning ``ase.Atoms`` works as ``_target_``. A config with a ``melt`` block is melted by the app
+with the run's calculator (:func:`melt`) before the run: a liquid. The old ``kind:`` form maps to these.
 """
 
 from __future__ import annotations
@@ -26,31 +27,81 @@ SURFACES = {
 }
 
 
-def make_structure(cfg: Mapping) -> Atoms:
-    """Build the structure of ``cfg`` (a liquid comes out as its crystalline start: see :func:`melt`)."""
-    kind = str(cfg.get("kind", "bulk")).lower()
-    if kind == "file":
-        path = cfg.get("path")
-        if not path:
-            raise SimulationConfigError("structure: 'path' is not set")
-        if not Path(path).is_file():
-            raise DataPathError("structure file not found", str(path))
-        return ase.io.read(path, index=cfg.get("index", -1))
-    element, crystal = cfg.get("element", "Cu"), cfg.get("crystal", "fcc")
-    a = cfg.get("a")
-    if kind in ("bulk", "liquid"):
-        atoms = bulk(element, crystal, a=a, cubic=bool(cfg.get("cubic", True)))
-        return atoms.repeat(tuple(cfg.get("repeat", (3, 3, 3))))
-    if kind == "surface":
-        from ase import build as ase_build
+def read_structure(path, index: int | str = -1) -> Atoms:
+    """A frame of a structure file (any format ASE reads; ``index``: default the last frame)."""
+    if not path or path == "???":
+        raise SimulationConfigError("structure: 'path' is not set")
+    if not Path(path).is_file():
+        raise DataPathError("structure file not found", str(path))
+    return ase.io.read(path, index=index)
 
-        name = SURFACES.get((crystal, str(cfg.get("miller", "111"))))
-        if name is None:
-            raise SimulationConfigError(f"structure: no surface builder for {crystal} ({cfg.get('miller')})")
-        builder = getattr(ase_build, name)
-        return builder(element, size=tuple(cfg.get("size", (3, 3, 6))), a=a, vacuum=float(cfg.get("vacuum", 10.0)),
-                       periodic=True)
-    raise SimulationConfigError(f"structure: unknown kind {kind!r} (choose from file, bulk, surface, liquid)")
+
+def bulk_supercell(element: str = "Cu", crystal: str = "fcc", a: float | None = None, cubic: bool = True,
+                   repeat=(3, 3, 3)) -> Atoms:
+    """A bulk crystal (``ase.build.bulk``) repeated ``repeat`` times."""
+    atoms = bulk(element, crystal, a=a, cubic=bool(cubic))
+    return atoms.repeat(tuple(repeat))
+
+
+def surface_slab(element: str = "Cu", crystal: str = "fcc", a: float | None = None, miller: str = "111",
+                 size=(3, 3, 6), vacuum: float = 10.0) -> Atoms:
+    """An fcc/bcc/hcp slab from ``ase.build`` (``miller`` "100", "110", "111" or "0001"), periodic in all three
+    directions with ``vacuum`` Å on each side."""
+    from ase import build as ase_build
+
+    name = SURFACES.get((crystal, str(miller)))
+    if name is None:
+        raise SimulationConfigError(f"structure: no surface builder for {crystal} ({miller})")
+    return getattr(ase_build, name)(element, size=tuple(size), a=a, vacuum=float(vacuum), periodic=True)
+
+
+TARGETS = {"file": "mlpot.md.structures.read_structure", "bulk": "mlpot.md.structures.bulk_supercell",
+           "liquid": "mlpot.md.structures.bulk_supercell", "surface": "mlpot.md.structures.surface_slab"}
+NOT_BUILDER_KEYS = ("melt",)  # keys of a structure config for the app, not for its _target_
+
+
+def structure_config(spec: Mapping | str) -> dict:
+    """The ``_target_`` config of a structure: a config with ``_target_`` (any function returning ``ase.Atoms``,
+    e.g. ``ase.build.bulk``), a file path, or the old ``{"kind": "file" | "bulk" | "surface" | "liquid", ...}``.
+    ``melt`` (see :func:`melt`) stays in the config: the app melts the structure before the run."""
+    if isinstance(spec, str):
+        return {"_target_": TARGETS["file"], "path": spec}
+    cfg = dict(spec)
+    if "_target_" in cfg:
+        return cfg
+    kind = str(cfg.pop("kind", "bulk")).lower()
+    if kind not in TARGETS:
+        raise SimulationConfigError(f"structure: unknown kind {kind!r} (choose from file, bulk, surface, liquid, "
+                                    f"or give _target_)")
+    if kind == "liquid":
+        cfg.setdefault("melt", {})
+    return {"_target_": TARGETS[kind], **cfg}
+
+
+def make_structure(cfg: Mapping | str) -> Atoms:
+    """Build the structure of ``cfg`` (see :func:`structure_config`; a liquid comes out as its crystalline start:
+    the app melts it, :func:`melt`)."""
+    from hydra.errors import InstantiationException
+    from hydra.utils import instantiate
+
+    from mlpot.cli import root_cause
+    from mlpot.errors import MLPotError
+
+    from mlpot.md.calculators import check_set
+
+    conf = {k: v for k, v in structure_config(cfg).items() if k not in NOT_BUILDER_KEYS}
+    check_set(conf, "structure")
+    try:
+        atoms = instantiate(conf, _convert_="all")
+    except InstantiationException as exc:
+        cause, _ = root_cause(exc)
+        if isinstance(cause, MLPotError):
+            raise cause from None
+        raise SimulationConfigError(f"structure ({conf['_target_']}): {' '.join(str(cause).split())}") from None
+    if not isinstance(atoms, Atoms):
+        raise SimulationConfigError(f"structure: _target_ {conf['_target_']} built a {type(atoms).__name__}, "
+                                    f"not ase.Atoms")
+    return atoms
 
 
 def region_mask(atoms: Atoms, axis: int = 2, lo: float = 0.0, hi: float = 1.0, scaled: bool = True) -> np.ndarray:
