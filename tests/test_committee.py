@@ -216,7 +216,7 @@ def test_evaluate_app_runs_a_committee(md_committee, tmp_path):
 
     with initialize_config_dir(config_dir=EVALUATE_CONF_DIR, version_base="1.3"):
         cfg = compose("evaluate", overrides=[
-            f"model={md_committee}", "reference=emt", f"output_dir={tmp_path}", "suite=quick",
+            f"potential={md_committee}", "reference=emt", f"output_dir={tmp_path}", "evaluate/suite=quick",
             "suite.eos.n_points=5", "suite.surfaces.millers=[111]", "suite.surfaces.layers=3",
             "suite.surfaces.size=[1,1]", "suite.surfaces.steps=3", "suite.vacancy.repeat=[1,1,1]",
             "suite.vacancy.steps=3", "suite.elastic.relax=false", "suite.nve.steps=10", "suite.nve.equil_steps=0",
