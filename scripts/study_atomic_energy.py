@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Learning curves: does training on atomic energies E_i first (SANNP, SCIENCE.md §6) reach a given
+"""Learning curves: does training on atomic energies E_i first (SANNP, docs/science.md §6) reach a given
 force error with fewer DFT frames than total-energy + force training?
 
 For each seed (``--seeds``) the training split is put in a random order; the first n frames of that
