@@ -35,7 +35,7 @@ the cache small on large data). Writes ``learning_curves.json`` (one row per run
 written as soon as its run ends, and ``--resume`` continues from them (the same ``--steps``,
 ``--stage1-share`` and ``--optim`` only), also with other seeds or sizes.
 
-The runs of README.md / docs/results/learning_curves_{cu,emt}.md (one thread):
+The runs of docs/results.md / docs/results/learning_curves_{cu,emt}.md (one thread):
 
     python scripts/study_atomic_energy.py --out outputs/study_cu_v2 --steps 80 --seeds 0 1 2 \\
         --sizes 5 10 20 40 80 --resume -- experiment=sannp_cu data.path=../shared/data/pwmat_cu \\
