@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Learning curves: does training on atomic energies E_i first (SANNP, SCIENCE.md §6) reach a given
+"""Learning curves: does training on atomic energies E_i first (SANNP, docs/science.md §6) reach a given
 force error with fewer DFT frames than total-energy + force training?
 
 For each seed (``--seeds``) the training split is put in a random order; the first n frames of that
@@ -35,7 +35,7 @@ the cache small on large data). Writes ``learning_curves.json`` (one row per run
 written as soon as its run ends, and ``--resume`` continues from them (the same ``--steps``,
 ``--stage1-share`` and ``--optim`` only), also with other seeds or sizes.
 
-The runs of README.md / docs/results/learning_curves_{cu,emt}.md (one thread):
+The runs of docs/results.md / docs/results/learning_curves_{cu,emt}.md (one thread):
 
     python scripts/study_atomic_energy.py --out outputs/study_cu_v2 --steps 80 --seeds 0 1 2 \\
         --sizes 5 10 20 40 80 --resume -- experiment=sannp_cu data.path=../shared/data/pwmat_cu \\

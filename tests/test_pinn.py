@@ -1,4 +1,4 @@
-"""PINN head (SCIENCE.md §7): the BOP against a NumPy reference written here with plain loops,
+"""PINN head (docs/science.md §7): the BOP against a NumPy reference written here with plain loops,
 finite-difference forces and stress (float64), export round trip, parameter ranges, training path."""
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ def _fc(r):
 
 
 def reference_energies(atoms, params):
-    """E_i of SCIENCE.md §7 with per-atom parameters params[i] = (A, α, B, β, h, σ, a, λ)."""
+    """E_i of docs/science.md §7 with per-atom parameters params[i] = (A, α, B, β, h, σ, a, λ)."""
     ii, jj, dd = neighbor_list("ijD", atoms, RC)
     out = np.zeros(len(atoms))
     for i in range(len(atoms)):

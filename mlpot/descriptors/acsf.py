@@ -751,7 +751,7 @@ def build_acsf(
     return ACSF(elements, funcs)
 
 
-# The Au study's 26 functions (SCIENCE.md §3): 8 radial + 18 wide angular, polynomial cutoff, 6 Å.
+# The Au study's 26 functions (docs/science.md §3): 8 radial + 18 wide angular, polynomial cutoff, 6 Å.
 AU_RADIAL_ETA = [0.006428, 0.012856, 0.010357, 0.051424, 0.102848, 0.205696, 0.411392, 0.822784]
 AU_ANGULAR_ETA = [0.000357, 0.028569, 0.085357]
 

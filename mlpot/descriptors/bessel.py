@@ -1,5 +1,5 @@
 """Spherical-Bessel power spectrum (Kocer, Mason, Erturk, JCP 150, 154102 (2019); AIP Adv. 10, 015021
-(2020); as used by NeuralIL), SCIENCE.md §5.
+(2020); as used by NeuralIL), docs/science.md §5.
 
     p_nl^{ab} = Σ_{j∈a} Σ_{k∈b} g_nl(r_ij) g_nl(r_ik) (2l + 1)/(4π) P_l(cos θ_jik),
                 l = 0 … n_max, n = 0 … n_max − l, for every unordered pair of neighbour species a ≤ b

@@ -1,4 +1,4 @@
-"""The Chebyshev descriptor of Artrith, Urban and Ceder (PRB 96, 014112 (2017); aenet), SCIENCE.md §4.
+"""The Chebyshev descriptor of Artrith, Urban and Ceder (PRB 96, 014112 (2017); aenet), docs/science.md §4.
 
     radial   c_n = Σ_j       T_n(2 r_ij / R_r − 1) f_c(r_ij; R_r),                n = 0 … N_r
     angular  c_n = Σ_{j<k}   T_n(cos θ_jik) f_c(r_ij; R_a) f_c(r_ik; R_a),       n = 0 … N_a

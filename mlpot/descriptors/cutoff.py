@@ -1,4 +1,4 @@
-"""Cutoff functions f_c(r), the single place they are defined (SCIENCE.md §2).
+"""Cutoff functions f_c(r), the single place they are defined (docs/science.md §2).
 
 With an inner radius ``alpha`` (n2p2's cutoff parameter), f_c = 1 for
 r < alpha*r_c and x = (r - alpha*r_c) / (r_c - alpha*r_c) above it; the tanh

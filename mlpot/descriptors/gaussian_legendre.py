@@ -1,6 +1,6 @@
-"""Gaussian × Legendre local structural parameters (LSPs) of the PINN papers, SCIENCE.md §7:
+"""Gaussian × Legendre local structural parameters (LSPs) of the PINN papers, docs/science.md §7:
 Pun, Batra, Ramprasad, Mishin, Nat. Commun. 10, 2339 (2019); Pun, Yamakov, Hickman, Glaessgen,
-Mishin, Phys. Rev. Materials 4, 113807 (2020). SCIENCE.md names the papers but not the
+Mishin, Phys. Rev. Materials 4, 113807 (2020). The science notes named the papers but not the
 fingerprint formula; the form used here is the one the authors document for their LAMMPS
 ``pair_style pinn`` (feature vector "Kind II", Eqs. 9b, 10b, 12 of that page), which is the
 papers' definition written out for several elements::
@@ -14,7 +14,7 @@ papers' definition written out for several elements::
   (it is a power spectrum: Γ_{s,l} = 4π/(2l+1) Σ_m |Σ_j f_s(r_ij) Y_lm(r̂_ij)|²).
 * The 1/r0 prefactor and the asinh ("sinh⁻¹") compression are the papers'; Δ is their constant
   shift (0 by default, so an atom without neighbours has G = 0). ``transform="none"`` gives Γ.
-* f_c defaults to the PINN cutoff (r_c − r)⁴ / (d⁴ + (r_c − r)⁴) (SCIENCE.md §7, the same
+* f_c defaults to the PINN cutoff (r_c − r)⁴ / (d⁴ + (r_c − r)⁴) (docs/science.md §7, the same
   function as the BOP's); any cutoff of :mod:`mlpot.descriptors.cutoff` can be chosen instead.
   The authors' LAMMPS code takes the LSP cutoff as 1.5 × the BOP r_c; here it is the descriptor
   ``cutoff`` (which also sets the neighbour list, so it must be ≥ the PINN head's r_c).
@@ -45,7 +45,7 @@ TRANSFORMS = ("asinh", "none")
 
 
 def pinn_cutoff(r: torch.Tensor, rc: float, d: float) -> torch.Tensor:
-    """f_c(r) = (r_c − r)⁴ / (d⁴ + (r_c − r)⁴) for r < r_c, else 0 (SCIENCE.md §7; the same function
+    """f_c(r) = (r_c − r)⁴ / (d⁴ + (r_c − r)⁴) for r < r_c, else 0 (docs/science.md §7; the same function
     as :func:`mlpot.models.bop.bop_cutoff`, not imported from there: models import descriptors)."""
     t = torch.clamp(rc - r, min=0.0) ** 4
     return t / (d**4 + t)

@@ -1,4 +1,4 @@
-"""SANNP features (Huang et al. PRB 99, 064103 (2019); PWMLFF feature types 1 and 2), SCIENCE.md §6.
+"""SANNP features (Huang et al. PRB 99, 064103 (2019); PWMLFF feature types 1 and 2), docs/science.md §6.
 
 Smooth cosine bumps on a radial grid g_0 < g_1 < … < g_{n+1} (log-spaced by default, denser at short
 range; or linear): bump k = 1 … n lives on [g_{k−1}, g_{k+1}],

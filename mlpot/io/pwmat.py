@@ -1,4 +1,4 @@
-"""PWmat ``MOVEMENT`` trajectories (ab initio MD or relaxation), SCIENCE.md §6.
+"""PWmat ``MOVEMENT`` trajectories (ab initio MD or relaxation), docs/science.md §6.
 
 One frame per step::
 

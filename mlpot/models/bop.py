@@ -1,6 +1,6 @@
 """The analytic bond-order potential (BOP) of the PINN method, with per-atom parameters.
 
-SCIENCE.md §7; Pun, Batra, Ramprasad, Mishin, Nat. Commun. 10, 2339 (2019) and
+docs/science.md §7; Pun, Batra, Ramprasad, Mishin, Nat. Commun. 10, 2339 (2019) and
 Pun, Yamakov, Hickman, Glaessgen, Mishin, Phys. Rev. Materials 4, 113807 (2020).
 Every parameter belongs to the centre atom i, p_i = (A, α, B, β, h, σ, a, λ)_i::
 

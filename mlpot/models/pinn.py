@@ -1,6 +1,6 @@
 """The PINN head: per-element networks predict per-atom parameters of the analytic BOP.
 
-SCIENCE.md §7 (Pun, Batra, Ramprasad, Mishin 2019, 2020)::
+docs/science.md §7 (Pun, Batra, Ramprasad, Mishin 2019, 2020)::
 
     p_i = p⁰ + δp_i,    E_i = E_i^BOP(p_i; geometry) + e0_Z(i)
 

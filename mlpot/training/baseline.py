@@ -1,4 +1,4 @@
-"""PINN stage 1 (SCIENCE.md §7): fit the global BOP parameters p⁰ (and e0) with the networks off.
+"""PINN stage 1 (docs/science.md §7): fit the global BOP parameters p⁰ (and e0) with the networks off.
 
 Runs on the training batches (either kind, read from disk as the data module serves them) before the Lightning loop:
 Adam on u⁰ (p⁰ = T(u⁰)) and e0 only, the loss of ``mlpot.training.losses`` (energy per atom,

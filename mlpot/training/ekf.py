@@ -1,4 +1,4 @@
-"""The global extended Kalman filter of n2p2/RuNNer (SCIENCE.md §8) as a torch optimiser, and the
+"""The global extended Kalman filter of n2p2/RuNNer (docs/science.md §8) as a torch optimiser, and the
 LightningModule that drives it (manual optimisation).
 
 For a set of m "patterns" (energies per atom, or force components) with errors ξ = y_ref − y and

@@ -1,4 +1,4 @@
-"""Loss terms and error metrics (SCIENCE.md §8), with per-frame label masks."""
+"""Loss terms and error metrics (docs/science.md §8), with per-frame label masks."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The SANNP staged schedule (SCIENCE.md §6): atomic energies first, then forces.
+"""The SANNP staged schedule (docs/science.md §6): atomic energies first, then forces.
 
 Stage 1 trains on the per-atom energies E_i alone. When the validation E_i RMSE has not improved
 for ``patience`` validation epochs (or after ``stage1_epochs`` epochs), stage 2 starts: the loss
