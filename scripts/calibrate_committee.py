@@ -94,7 +94,6 @@ def main() -> int:
     subprocess.run([sys.executable, "-m", "mlpot.train", *overrides, f"hydra.run.dir={out / 'run'}"], check=True)
     t_train = time.perf_counter() - t1
 
-    import ase.io
     from hydra import compose, initialize_config_dir
     from hydra.utils import instantiate
 

@@ -154,7 +154,7 @@ def single_point(atoms, model: dict, type_elements: list[str], workdir, ranks: i
 
 
 def ensemble_lines(kind: str, temperature_K: float, timestep_fs: float, seed: int, **o) -> list[str]:
-    T, dt_ps = float(temperature_K or 0.0), float(timestep_fs) / 1000.0
+    T = float(temperature_K or 0.0)
     ps = lambda fs: float(fs) / 1000.0  # noqa: E731
     if kind == "nve":
         return ["fix md all nve"]

@@ -22,7 +22,7 @@ from torch import nn
 
 from mlpot.descriptors.geometry import edge_vectors
 from mlpot.errors import MLPotError
-from mlpot.models.potential import Potential, _safe_volume
+from mlpot.models.potential import _safe_volume
 from mlpot.ops import scatter_sum
 
 
