@@ -11,6 +11,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from mlpot.cli import app
+from mlpot.evaluate.crystal import resolve as resolve_crystal
 from mlpot.evaluate.report import write_report
 from mlpot.evaluate.suite import make_liquid, run_suite
 from mlpot.md.calculators import make_calculator
@@ -39,13 +40,13 @@ def run(cfg: DictConfig) -> dict:
     out = writable_dir(c["output_dir"], "report folder")
     model = _calculator(c["model"], c.get("dtype", "float64"))
     reference = _calculator(c["reference"], c.get("dtype", "float64"))
-    suite = c["suite"]
+    suite, crystal_note = resolve_crystal(c["suite"], c["model"])  # fills suite.element/crystal/a when auto
     t0 = time.perf_counter()
     liquid = make_liquid(suite, reference)  # one melt, shared, so that only the potential differs
     ref_name = str(c["reference"]) if not isinstance(c["reference"], dict) else c["reference"].get("kind")
     ref_scalars, ref_curves = run_suite(reference, suite, liquid, name="reference")
     model_scalars, model_curves = run_suite(model, suite, liquid, name="model")
-    notes = [f"Suite settings: `{json.dumps(suite)}`", "",
+    notes = [crystal_note, "", f"Suite settings: `{json.dumps(suite)}`", "",
              f"Wall time {time.perf_counter() - t0:.0f} s; per section (s): model "
              f"{ {k: round(v) for k, v in model_curves['timings_s'].items()} }, reference "
              f"{ {k: round(v) for k, v in ref_curves['timings_s'].items()} }."]
