@@ -54,7 +54,7 @@ def _training_frames(info: dict, element: str, limit: int = 5):
             if e is not None:
                 scored.append((float(e) / len(atoms), atoms))
     scored.sort(key=lambda x: x[0])
-    return [a for _, a in scored[:limit]], f"{len(scored)} bulk frames of {element} in {', '.join(map(str, files))}"
+    return [a for _, a in scored[:limit]], f"{len(scored)} periodic frames of {element} in {', '.join(map(str, files))}"
 
 
 def resolve(suite: dict, model_path) -> tuple[dict, str]:

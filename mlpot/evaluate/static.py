@@ -141,7 +141,7 @@ def equation_of_state(atoms: Atoms, calculator, strain: float = 0.02, n_points: 
     return out
 
 
-def elastic_constants(atoms: Atoms, calculator, crystal: str = "fcc", delta: float = 0.005, n_steps: int = 5,
+def elastic_constants(atoms: Atoms, calculator, crystal: str = "fcc", delta: float = 0.002, n_steps: int = 5,
                       relax: bool = True, fmax: float = 1e-4, steps: int = 200, **_ignored) -> dict:
     """Elastic constants (GPa) of the relaxed conventional cell ``atoms`` from matscipy's linear
     regression of stress against strain (``fit_elastic_constants``), strain patterns for the
