@@ -12,9 +12,20 @@ from ase.build import bulk, fcc111
 from ase.calculators.emt import EMT
 from scipy.optimize import minimize_scalar
 
-from mlpot.evaluate import (bond_distributions, crystalline_fraction, diffusion_from_msd, elastic_constants,
-                            equation_of_state, msd, nve_drift, rdf, structure_types, surface_energies,
-                            time_to_fraction, vacancy_formation)
+from mlpot.evaluate import (
+    bond_distributions,
+    crystalline_fraction,
+    diffusion_from_msd,
+    elastic_constants,
+    equation_of_state,
+    msd,
+    nve_drift,
+    rdf,
+    structure_types,
+    surface_energies,
+    time_to_fraction,
+    vacancy_formation,
+)
 from mlpot.evaluate.dynamics import diffusion_blocks
 from mlpot.evaluate.report import compare, verdict
 from mlpot.evaluate.static import conventional_cell

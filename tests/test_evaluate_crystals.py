@@ -77,7 +77,7 @@ def _check(scalars, crystal, constants):
 
 
 def test_suite_on_fcc_with_emt():
-    s, c = run_suite(EMT(), {"element": "Cu", "crystal": "fcc", "a": 3.6, **TINY})
+    s, _ = run_suite(EMT(), {"element": "Cu", "crystal": "fcc", "a": 3.6, **TINY})
     _check(s, "fcc", ("C11", "C12", "C44"))
     assert {"gamma_100", "gamma_110", "gamma_111"} <= set(s)
     assert s["a0"] == pytest.approx(3.5898, abs=1e-3)

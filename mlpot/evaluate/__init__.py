@@ -1,10 +1,16 @@
 """Property recipes ``(atoms, calculator, **options) -> dict`` and the model-vs-reference report."""
 
 from mlpot.evaluate.dynamics import diffusion, diffusion_from_msd, msd, nve_drift
-from mlpot.evaluate.static import (elastic_constants, equation_of_state, relax_cell, surface_energies,
-                                   vacancy_formation)
-from mlpot.evaluate.structure import (bond_distributions, crystalline_fraction, identify_crystal, rdf,
-                                      structure_fractions, structure_types, time_to_fraction)
+from mlpot.evaluate.static import elastic_constants, equation_of_state, relax_cell, surface_energies, vacancy_formation
+from mlpot.evaluate.structure import (
+                                   bond_distributions,
+                                   crystalline_fraction,
+                                   identify_crystal,
+                                   rdf,
+                                   structure_fractions,
+                                   structure_types,
+                                   time_to_fraction,
+)
 
 RECIPES = {
     "eos": equation_of_state,

@@ -17,7 +17,6 @@ import logging
 import math
 from pathlib import Path
 
-
 from mlpot.errors import SimulationConfigError
 
 log = logging.getLogger(__name__)

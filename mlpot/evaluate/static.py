@@ -11,8 +11,8 @@ Every scalar comes with an uncertainty ``<name>_err`` (one standard error):
 - :func:`vacancy_formation`: E_vac = E(N−1, relaxed) − (N−1)/N E(N) in a supercell (ASE optimiser).
 
 Relaxed energies are deterministic (no statistical error); their ``_err`` is the energy change over the
-optimiser's last steps, an estimate of how far the relaxation is from its minimum (0 for an unrelaxed
-energy). Every recipe works on a copy; the caller's atoms are left unchanged.
+optimiser's last step (the whole relaxation energy when it hit its step limit), an estimate of how far
+the relaxation is from its minimum (0 for an unrelaxed energy). Every recipe works on a copy; the caller's atoms are left unchanged.
 """
 
 from __future__ import annotations
@@ -45,9 +45,10 @@ def _energy(atoms: Atoms, calculator) -> float:
 
 
 def _relax(atoms: Atoms, calculator, fmax: float, steps: int, optimizer: str = "BFGS",
-           last: int = 5) -> tuple[float, int, float]:
+           last: int = 1) -> tuple[float, int, float]:
     """Relax positions (fixed cell) with an ASE optimiser; returns (energy, number of steps, energy change
-    over the last ``last`` steps: the uncertainty of the relaxed energy, 0 if it converged at once)."""
+    over the last ``last`` steps: the uncertainty of the relaxed energy, 0 if it converged at once).
+    For a converging optimiser the last step's energy change bounds the distance to the minimum from above."""
     import ase.optimize
 
     atoms.calc = calculator
@@ -208,7 +209,7 @@ def surface_energies(cell: Atoms, calculator, crystal: str = "fcc", millers=None
     conventional cell) for ``millers`` (default: :data:`FACETS` of the crystal).
 
     The bulk energy per atom is that of ``cell`` itself, so that γ is taken at the potential's own
-    equilibrium. Returns ``gamma_<facet>``, ``gamma_<facet>_err`` (the relaxation's last energy change
+    equilibrium. Returns ``gamma_<facet>``, ``gamma_<facet>_err`` (the relaxation's last-step energy change
     over 2A), unrelaxed values and step counts."""
     millers = tuple(str(m) for m in (millers or FACETS[crystal]))
     e_bulk = _energy(cell, calculator) / len(cell)
@@ -233,7 +234,7 @@ def surface_energies(cell: Atoms, calculator, crystal: str = "fcc", millers=None
 def vacancy_formation(atoms: Atoms, calculator, index: int = 0, relax: bool = True, fmax: float = 0.01,
                       steps: int = 300, **_ignored) -> dict:
     """Vacancy formation energy (eV) in the supercell ``atoms`` (perfect, at the calculator's a0):
-    E_vac = E(N−1, relaxed at fixed cell) − (N−1)/N · E(N); ``E_vac_err``: the relaxation's last energy
+    E_vac = E(N−1, relaxed at fixed cell) − (N−1)/N · E(N); ``E_vac_err``: the relaxation's last-step energy
     change (the whole relaxation energy when the step limit was hit)."""
     n = len(atoms)
     e_perfect = _energy(atoms, calculator)

@@ -20,8 +20,16 @@ from ase import Atoms
 
 from mlpot.errors import SimulationConfigError
 from mlpot.evaluate.dynamics import diffusion, nve_drift
-from mlpot.evaluate.static import (FACETS, SYMMETRY, conventional_cell, elastic_constants, equation_of_state,
-                                   hcp_covera, surface_energies, vacancy_formation)
+from mlpot.evaluate.static import (
+    FACETS,
+    SYMMETRY,
+    conventional_cell,
+    elastic_constants,
+    equation_of_state,
+    hcp_covera,
+    surface_energies,
+    vacancy_formation,
+)
 from mlpot.evaluate.structure import bond_distributions, rdf
 
 log = logging.getLogger(__name__)
@@ -91,7 +99,7 @@ def run_suite(calculator, cfg: Mapping, liquid: Atoms | None = None, name: str =
         r = timed("eos", equation_of_state, conventional_cell(element, crystal, a_guess, covera), calculator,
                   crystal=crystal, covera=covera, **o)
         a0 = r.get("a0", a_guess)
-        if not (a0 == a0 and 0.7 * a_guess < a0 < 1.3 * a_guess):  # NaN or no minimum near the guess
+        if not (math.isfinite(a0) and 0.7 * a_guess < a0 < 1.3 * a_guess):  # NaN or no minimum near the guess
             log.warning("%s: EOS gives a0 = %s; the other recipes use the guess a = %s", name, a0, a_guess)
             a0 = a_guess
         put(r, "a0", "B")
