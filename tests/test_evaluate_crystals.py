@@ -153,3 +153,23 @@ def test_crystal_inferred_from_a_models_training_data(tmp_path):
     assert (suite["crystal"], suite["a"]) == ("fcc", 3.61) and "reference state" in note
     # given values are kept
     assert resolve({"element": "Cu", "crystal": "bcc", "a": 2.9}, model)[0]["crystal"] == "bcc"
+
+
+def test_slabs_take_the_lowest_energy_termination():
+    from ase.calculators.tersoff import Tersoff
+
+    from mlpot.evaluate.static import conventional_cell, make_slab, surface_energies, terminations
+
+    calc = Tersoff.from_lammps(os.path.join(_potentials(), "Si.tersoff"))
+    cell = conventional_cell("Si", "diamond", 5.432)
+    assert terminations(cell, "diamond", "111") == 2  # shuffle and glide planes
+    energies = []
+    for k in range(2):
+        slab = make_slab(cell, "diamond", "111", 6.0, (1, 1), 6.0, termination=k)
+        assert len(slab) == 16 and slab.cell[2, 2] > np.ptp(slab.positions[:, 2]) + 11.9
+        slab.calc = calc
+        energies.append(slab.get_potential_energy())
+    g = surface_energies(cell, calc, "diamond", millers=["111"], min_thickness=6.0, size=(1, 1), vacuum=6.0,
+                         relax=False)
+    assert g["termination_111"] == int(np.argmin(energies))
+    assert 0.5 < g["gamma_111"] < 1.5  # the shuffle plane: one dangling bond per surface atom (glide: ~4 J/m²)

@@ -184,17 +184,48 @@ def _miller(crystal: str, facet: str) -> tuple[int, int, int]:
 
 
 def make_slab(cell: Atoms, crystal: str, facet: str, min_thickness: float = 12.0, size=(2, 2),
-              vacuum: float = 10.0) -> Atoms:
+              vacuum: float = 10.0, termination: int = 0) -> Atoms:
     """A periodic slab of ``cell`` (the conventional cell) cut along ``facet`` by ``ase.build.surface``,
-    with as many repeats of the surface cell as reach ``min_thickness`` (Å), repeated ``size`` in-plane."""
+    with as many repeats of the surface cell as reach ``min_thickness`` (Å), repeated ``size`` in-plane
+    and ``vacuum`` (Å) on each side. ``termination``: the index of the atomic plane (within one repeat,
+    bottom up) at which the cut is made (see :func:`terminations`)."""
     from ase.build import surface
 
     miller = _miller(crystal, facet)
     one = surface(cell, miller, 1, vacuum=None, periodic=True)
-    height = cell_height(one)
+    height, n_one = cell_height(one), len(one)
     layers = max(1, math.ceil(min_thickness / height - 1e-9))
-    slab = surface(cell, miller, layers, vacuum=vacuum, periodic=True)
-    return slab.repeat((int(size[0]), int(size[1]), 1))
+    # two spare repeats: the outermost planes of ase's slab may be partly filled; cut inside
+    thick = surface(cell, miller, layers + 2, vacuum=None, periodic=True)  # a, b in the xy plane
+    z = thick.positions[:, 2]
+    interior = (z >= z.min() + height - 1e-4) & (z < z.min() + 2 * height - 1e-4)
+    planes = _planes(z[interior])
+    z0 = planes[termination % len(planes)]
+    keep = (z >= z0 - 1e-4) & (z < z0 + layers * height - 1e-4)
+    slab = thick[keep]
+    if len(slab) != layers * n_one:
+        raise SimulationConfigError(f"surfaces: the {facet} slab of {crystal} cut at plane {termination} holds "
+                                    f"{len(slab)} atoms, not {layers * n_one}")
+    slab = slab.repeat((int(size[0]), int(size[1]), 1))
+    slab.center(vacuum=vacuum, axis=2)
+    slab.pbc = True
+    return slab
+
+
+def _planes(z, tol: float = 1e-3) -> list[float]:
+    """Distinct heights (Å) of atomic planes."""
+    out = []
+    for v in np.sort(np.asarray(z)):
+        if not out or v - out[-1] > tol:
+            out.append(float(v))
+    return out
+
+
+def terminations(cell: Atoms, crystal: str, facet: str) -> int:
+    """The number of distinct cut positions (atomic planes in one repeat of the surface cell) of ``facet``."""
+    from ase.build import surface
+
+    return len(_planes(surface(cell, _miller(crystal, facet), 1, vacuum=None, periodic=True).positions[:, 2]))
 
 
 def cell_height(atoms: Atoms) -> float:
@@ -215,7 +246,16 @@ def surface_energies(cell: Atoms, calculator, crystal: str = "fcc", millers=None
     e_bulk = _energy(cell, calculator) / len(cell)
     out = {"e_bulk": e_bulk}
     for m in millers:
-        slab = make_slab(cell, crystal, m, min_thickness, size, vacuum)
+        # every cut position of the facet, unrelaxed; the lowest-energy termination is relaxed
+        # (e.g. diamond (111): the shuffle plane, one dangling bond per surface atom, not the glide plane)
+        best = None
+        for k in range(terminations(cell, crystal, m)):
+            trial = make_slab(cell, crystal, m, min_thickness, size, vacuum, termination=k)
+            e_trial = _energy(trial, calculator)
+            if best is None or e_trial / len(trial) < best[0] / len(best[1]) - 1e-9:
+                best = (e_trial, trial, k)
+        slab = best[1]
+        out[f"termination_{m}"] = best[2]
         area = float(np.linalg.norm(np.cross(slab.cell[0], slab.cell[1])))
         slab.calc = calculator
         e_unrelaxed = float(slab.get_potential_energy())
