@@ -82,7 +82,7 @@ def _fmt(x, err=None) -> str:
         return str(x)
     if err is not None and _finite(err) and err > 0 and _finite(x):
         digits = max(0, min(8, 1 - math.floor(math.log10(err))))  # two significant digits of the error
-        if abs(x) < 1e-3 or abs(x) >= 1e5:
+        if x != 0 and (abs(x) < 1e-3 or abs(x) >= 1e5):
             return f"{x:.3e} ± {err:.2g}"
         return f"{x:.{digits}f} ± {err:.{digits}f}"
     text = f"{x:.4g}" if (abs(x) < 1e-2 or abs(x) >= 1e4) and x != 0 else f"{x:.4f}"
