@@ -3,8 +3,8 @@
     python scripts/growth_cu.py [--model outputs/runs/<run>/model.pt] [--out outputs/growth] [overrides ...]
 
 Runs ``mlpot-md md/experiment=growth_cu`` with EMT (and the model, when given), then the crystalline
-fraction (adaptive CNA, fcc + hcp) of the free (non-seed) atoms in every frame; writes growth.json
-(fractions, times to 90 %) and growth.png. Extra arguments are Hydra overrides for both runs
+fraction (OVITO's adaptive CNA, fcc + hcp + bcc + diamond) of the free (non-seed) atoms in every frame; writes
+growth.json (fractions, times to 90 %) and growth.png. Extra arguments are Hydra overrides for both runs
 (e.g. ``steps=2000 structure.repeat=[3,3,6]``).
 """
 
@@ -54,7 +54,7 @@ def main(argv=None) -> None:
 
     fig, axes = plt.subplots(1, len(results), figsize=(4.5 * len(results), 3.5), sharey=True, squeeze=False)
     for ax, (name, r) in zip(axes[0], results.items()):
-        ax.plot(r["time_ps"], r["crystalline"], label="fcc + hcp")
+        ax.plot(r["time_ps"], r["crystalline"], label="crystalline (fcc + hcp + bcc)")
         ax.plot(r["time_ps"], r["fcc"], "--", label="fcc")
         ax.axhline(0.9, color="grey", lw=0.8)
         ax.set_title(f"{name}: t(90 %) = {r['t90_ps']} ps")

@@ -217,7 +217,7 @@ def test_evaluate_app_runs_a_committee(md_committee, tmp_path):
     with initialize_config_dir(config_dir=EVALUATE_CONF_DIR, version_base="1.3"):
         cfg = compose("evaluate", overrides=[
             f"potential={md_committee}", "reference=emt", f"output_dir={tmp_path}", "evaluate/suite=quick",
-            "suite.eos.n_points=5", "suite.surfaces.millers=[111]", "suite.surfaces.layers=3",
+            "suite.eos.n_points=5", "suite.surfaces.millers=[111]", "suite.surfaces.min_thickness=5.0",
             "suite.surfaces.size=[1,1]", "suite.surfaces.steps=3", "suite.vacancy.repeat=[1,1,1]",
             "suite.vacancy.steps=3", "suite.elastic.relax=false", "suite.nve.steps=10", "suite.nve.equil_steps=0",
             "suite.nve.repeat=[1,1,1]", "suite.liquid.repeat=[2,2,2]", "suite.liquid.melt.heat_steps=5",

@@ -12,11 +12,24 @@ from ase.build import bulk, fcc111
 from ase.calculators.emt import EMT
 from scipy.optimize import minimize_scalar
 
-from mlpot.evaluate import (adaptive_cna, bond_distributions, crystalline_fraction, diffusion_from_msd,
-                            elastic_constants, equation_of_state, msd, nve_drift, rdf, surface_energies,
-                            time_to_fraction, vacancy_formation)
+from mlpot.evaluate import (
+    bond_distributions,
+    crystalline_fraction,
+    diffusion_from_msd,
+    elastic_constants,
+    equation_of_state,
+    msd,
+    nve_drift,
+    rdf,
+    structure_types,
+    surface_energies,
+    time_to_fraction,
+    vacancy_formation,
+)
+from mlpot.evaluate.dynamics import diffusion_blocks
 from mlpot.evaluate.report import compare, verdict
-from mlpot.evaluate.structure import FCC, HCP, OTHER
+from mlpot.evaluate.static import conventional_cell
+from mlpot.evaluate.structure import BCC, FCC, HCP, OTHER
 
 EMT_CU_A0 = 3.589825  # Å: 1-D minimisation of the EMT energy (see mlpot/data/builtin.py)
 
@@ -29,7 +42,7 @@ def emt_energy(a):
 
 @pytest.fixture(scope="module")
 def eos():
-    return equation_of_state(bulk("Cu", "fcc", a=3.6, cubic=True), EMT(), atoms_per_cell=4)
+    return equation_of_state(bulk("Cu", "fcc", a=3.6, cubic=True), EMT(), crystal="fcc")
 
 
 def test_eos_a0_matches_direct_minimisation(eos):
@@ -37,6 +50,9 @@ def test_eos_a0_matches_direct_minimisation(eos):
     assert a_min == pytest.approx(EMT_CU_A0, abs=2e-5)
     assert eos["a0"] == pytest.approx(a_min, abs=2e-4)
     assert eos["e0"] == pytest.approx(emt_energy(a_min), abs=1e-5)
+    # the fit's standard errors: small for a smooth potential, but not zero; the points lie on the curve
+    assert 0 < eos["a0_err"] < 1e-4 and 0 < eos["B_err"] < 0.01 * eos["B"]
+    assert np.interp(eos["volumes"][3], eos["fit_volumes"], eos["fit_energies"]) == pytest.approx(eos["energies"][3], abs=1e-5)
 
 
 def test_elastic_constants_from_stress_equal_energy_curvature(eos):
@@ -62,15 +78,17 @@ def test_elastic_constants_from_stress_equal_energy_curvature(eos):
     assert c["C11"] == pytest.approx(c11, rel=5e-3)
     assert c["C44"] == pytest.approx(c44, rel=5e-3)
     assert c["B_elastic"] == pytest.approx(eos["B"], rel=1e-2)  # B = (C11 + 2 C12)/3 for cubic
+    assert all(0 < c[f"{k}_err"] < 0.02 * c[k] for k in ("C11", "C12", "C44"))
     assert c["C11"] > c["C12"] > 0 and c["C44"] > 0
 
 
 def test_surface_energies_against_a_hand_computed_slab(eos):
     a0 = eos["a0"]
-    g = surface_energies("Cu", EMT(), a0, millers=("100", "110", "111"), layers=7)
+    g = surface_energies(conventional_cell("Cu", "fcc", a0), EMT(), "fcc", min_thickness=10.0)
     assert g["gamma_111"] < g["gamma_100"] < g["gamma_110"]  # close-packed face lowest
     for m in ("100", "110", "111"):
         assert g[f"gamma_{m}"] <= g[f"gamma_{m}_unrelaxed"] + 1e-9
+        assert 0 <= g[f"gamma_{m}_err"] < 1e-3
     # the same γ(111) by hand, unrelaxed, thicker slab: E_slab − N e_bulk over both faces
     slab = fcc111("Cu", size=(1, 1, 11), a=a0, vacuum=8.0, periodic=True)
     slab.calc = EMT()
@@ -100,6 +118,25 @@ def test_msd_and_einstein_diffusion_of_a_random_walk():
     assert m[1] == pytest.approx(6 * d_true * dt, rel=0.05)
     fit = diffusion_from_msd(t, m)
     assert fit["D"] == pytest.approx(d_true * 0.1, rel=0.05)  # 1 Å²/fs = 0.1 cm²/s
+    # the FFT MSD equals the direct average over time origins
+    x = np.cumsum(steps[:50, :20], axis=0)
+    x = x - x.mean(axis=1, keepdims=True)
+    direct = [np.mean(np.sum((x[k:] - x[:-k]) ** 2, axis=-1)) for k in range(1, 10)]
+    assert msd(np.cumsum(steps[:50, :20], axis=0), 9)[1:] == pytest.approx(direct, rel=1e-10)
+
+
+def test_diffusion_error_from_blocks_covers_the_truth():
+    rng = np.random.default_rng(1)
+    d_true, dt = 0.01, 100.0
+    hits = 0
+    for k in range(20):
+        x = np.cumsum(rng.normal(0.0, np.sqrt(2 * d_true * dt), size=(500, 50, 3)), axis=0)
+        r = diffusion_blocks(x, dt, n_blocks=5)
+        assert r["D_err"] > 0
+        hits += abs(r["D"] - d_true * 0.1) < 2 * r["D_err"]
+    assert hits >= 14  # 5 blocks: Student t with 4 degrees of freedom, 2 sigma holds the true D ~88 % of the time
+    # too short to split into blocks of min_block_fs: unresolved
+    assert diffusion_blocks(x[:30], 10.0)["D_err"] == np.inf
 
 
 def test_nve_drift_is_small_for_emt():
@@ -107,6 +144,7 @@ def test_nve_drift_is_small_for_emt():
                   steps=200, equil_steps=20, interval=5)
     assert r["duration_ps"] == pytest.approx(0.2)
     assert r["nve_drift"] < 5.0 and r["nve_fluctuation"] < 5.0  # meV/atom/ps, meV/atom
+    assert r["nve_drift_err"] > 0 and r["drift_per_atom"][0] == 0.0
 
 
 def test_rdf_and_bond_distributions_of_ideal_fcc():
@@ -119,19 +157,19 @@ def test_rdf_and_bond_distributions_of_ideal_fcc():
     assert b["mean_length"] == pytest.approx(3.6 / np.sqrt(2), abs=1e-9)
 
 
-def test_adaptive_cna_on_ideal_and_disordered_structures():
+def test_structure_types_on_ideal_and_disordered_structures():
     fcc = bulk("Cu", "fcc", a=3.6, cubic=True).repeat(3)
-    assert np.all(adaptive_cna(fcc) == FCC)
+    assert np.all(structure_types(fcc) == FCC)
     hcp = bulk("Cu", "hcp", a=2.55, c=2.55 * np.sqrt(8 / 3)).repeat(3)
-    assert np.all(adaptive_cna(hcp) == HCP)
+    assert np.all(structure_types(hcp) == HCP)
     bcc = bulk("Fe", "bcc", a=2.87, cubic=True).repeat(3)
-    assert np.all(adaptive_cna(bcc) == OTHER)
+    assert np.all(structure_types(bcc) == BCC)
     warm = fcc.copy()
     warm.rattle(0.08, seed=1)
-    assert np.all(adaptive_cna(warm) == FCC)
+    assert np.all(structure_types(warm) == FCC)
     gas = fcc.copy()
     gas.positions = np.random.default_rng(0).uniform(0, 10.8, (len(gas), 3))
-    assert np.mean(adaptive_cna(gas) != OTHER) < 0.05
+    assert np.mean(structure_types(gas) != OTHER) < 0.05
     # half crystal, half gas along z: the crystalline fraction sees it; the mask selects atoms
     mixed = fcc.copy()
     top = mixed.get_scaled_positions()[:, 2] >= 0.5
@@ -142,10 +180,13 @@ def test_adaptive_cna_on_ideal_and_disordered_structures():
 
 
 def test_report_rows_and_verdicts():
-    t = compare({"a0": 3.6, "nve_drift": 0.5, "D": 2.0e-5}, {"a0": 3.59, "nve_drift": 0.1, "D": 2.5e-5})
+    t = compare({"a0": 3.6, "a0_err": 0.0, "nve_drift": 0.5, "nve_drift_err": 0.1, "D": 2.0e-5, "D_err": 1e-7},
+                {"a0": 3.59, "a0_err": 0.0, "nve_drift": 0.1, "D": 2.5e-5, "D_err": 1e-7})
     assert t["a0"]["rel_error"] == pytest.approx(0.01 / 3.59) and t["a0"]["unit"] == "Å"
     assert verdict("a0", t["a0"]) == "FAIL" and verdict("nve_drift", t["nve_drift"]) == "pass"
-    assert verdict("D", t["D"]) == "FAIL"
+    assert verdict("D", t["D"]) == "FAIL" and t["D"]["difference_err"] == pytest.approx(np.hypot(1e-7, 1e-7))
+    # no uncertainty: never a pass
+    assert compare({"B": 100.0}, {"B": 100.0})["B"]["verdict"] == "not resolved"
 
 
 def test_evaluate_app_writes_results_for_a_model_and_emt(tmp_path):
@@ -159,7 +200,7 @@ def test_evaluate_app_writes_results_for_a_model_and_emt(tmp_path):
     with initialize_config_dir(config_dir=EVALUATE_CONF_DIR, version_base="1.3"):
         cfg = compose("evaluate", overrides=[
             f"potential={model}", "reference=emt", f"output_dir={tmp_path / 'report'}", "evaluate/suite=quick",
-            "suite.eos.n_points=5", "suite.surfaces.millers=[111]", "suite.surfaces.layers=3",
+            "suite.eos.n_points=5", "suite.surfaces.millers=[111]", "suite.surfaces.min_thickness=5.0",
             "suite.surfaces.size=[1,1]", "suite.surfaces.steps=3", "suite.vacancy.repeat=[1,1,1]",
             "suite.vacancy.steps=3", "suite.elastic.relax=false", "suite.nve.steps=10", "suite.nve.equil_steps=0",
             "suite.nve.repeat=[1,1,1]", "suite.liquid.repeat=[2,2,2]", "suite.liquid.melt.heat_steps=5",
@@ -168,10 +209,12 @@ def test_evaluate_app_writes_results_for_a_model_and_emt(tmp_path):
     table = run(cfg)
     saved = json.loads((tmp_path / "report" / "results.json").read_text())
     for key in ("a0", "B", "C11", "C12", "C44", "gamma_111", "E_vac", "D", "nve_drift"):
-        assert set(saved[key]) == {"value", "reference", "rel_error", "unit"}, key
+        assert {"value", "value_err", "reference", "reference_err", "difference", "verdict"} <= set(saved[key]), key
         assert saved[key]["reference"] is not None
     assert saved["a0"]["reference"] == pytest.approx(EMT_CU_A0, abs=1e-3)
     assert table["B"]["unit"] == "GPa"
     for name in ("report.md", "eos.png", "rdf.png", "msd.png", "nve_energy.png"):
         assert (tmp_path / "report" / name).is_file(), name
-    assert "| a0 | Å |" in (tmp_path / "report" / "report.md").read_text()
+    report = (tmp_path / "report" / "report.md").read_text()
+    assert "| a0 | Å |" in report and "crystal given: Cu fcc" in report
+    assert saved["D"]["verdict"] == "not resolved"  # 80 fs of liquid: D's uncertainty is unresolved

@@ -12,6 +12,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from mlpot.cli import CONF_DIR, app, rename_overrides
+from mlpot.evaluate.crystal import resolve as resolve_crystal
 from mlpot.evaluate.report import write_report
 from mlpot.evaluate.suite import make_liquid, run_suite
 from mlpot.md.calculators import TARGETS, calculator_config, make_calculator
@@ -45,13 +46,15 @@ def run(cfg: DictConfig) -> dict:
     out = writable_dir(c["output_dir"], "report folder")
     model = _calculator(c["potential"], c.get("dtype", "float64"), "potential")
     reference = _calculator(c["reference"], c.get("dtype", "float64"), "reference")
-    suite = c["suite"]
+    spec = c["potential"]
+    model_path = spec.get("path") if isinstance(spec, dict) else spec
+    suite, crystal_note = resolve_crystal(c["suite"], model_path)  # fills suite.element/crystal/a when auto
     t0 = time.perf_counter()
     liquid = make_liquid(suite, reference)  # one melt, shared, so that only the potential differs
     ref_name = _name(c["reference"])
     ref_scalars, ref_curves = run_suite(reference, suite, liquid, name="reference")
     model_scalars, model_curves = run_suite(model, suite, liquid, name="model")
-    notes = [f"Suite settings: `{json.dumps(suite)}`", "",
+    notes = [crystal_note, "", f"Suite settings: `{json.dumps(suite)}`", "",
              f"Wall time {time.perf_counter() - t0:.0f} s; per section (s): model "
              f"{ {k: round(v) for k, v in model_curves['timings_s'].items()} }, reference "
              f"{ {k: round(v) for k, v in ref_curves['timings_s'].items()} }."]
