@@ -251,6 +251,16 @@ def summary(metrics: dict, run_dir: Path, exported: bool) -> str:
     return "\n".join(lines)
 
 
+def _test_config_types(dm) -> list | None:
+    """The config_type of each test frame, in the test loader's order (None where a frame has none)."""
+    try:
+        store = dm.open_store()
+        ids = store.meta()["config_type"][dm.splits["test"]]
+        return [store.config_types[int(i)] if i >= 0 else None for i in ids]
+    except (AttributeError, KeyError, IndexError):  # a data module without a frame store
+        return None
+
+
 def _write_artefacts(cfg, run_dir: Path, dm, module, metrics: dict) -> None:
     """The model first (nothing after it can lose it), then metrics and history, then the plots; every file is
     written atomically, and a plot that fails (a full disk, a broken font cache) is a warning, not a lost run."""
@@ -264,7 +274,7 @@ def _write_artefacts(cfg, run_dir: Path, dm, module, metrics: dict) -> None:
     write_metrics(run_dir / "metrics.json", {k: v for k, v in metrics.items() if not k.endswith("_count")})
     write_text(run_dir / "history.json", json.dumps(module.history, indent=1))
     try:
-        plot_parity(parity_data(potential, dm.loader("test", rank=0, world=1)), run_dir)
+        plot_parity(parity_data(potential, dm.loader("test", rank=0, world=1)), run_dir, groups=_test_config_types(dm))
         plot_learning_curves(module.history, run_dir)
     except OSError as exc:
         log.warning("plots not written (%s: %s); model.pt, metrics.json and history.json are", type(exc).__name__, exc)
