@@ -116,6 +116,37 @@ def root_cause(exc: BaseException) -> tuple[BaseException, str | None]:
     return exc, key
 
 
+def compose_args(argv, root: str, name: str, doc: str):
+    """The config of a small app without Hydra's runtime (``mlpot-deploy``, ``mlpot-committee``): ``conf/<root>/<name>.yaml``
+    with the command line's overrides (``argv``: None for ``sys.argv[1:]``), or None after printing ``doc`` for
+    ``-h``/``--help``."""
+    from hydra import compose, initialize_config_dir
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    if any(a in ("-h", "--help") for a in args):
+        print(doc)
+        return None
+    with initialize_config_dir(config_dir=str(Path(CONF_DIR) / root), version_base="1.3"):
+        return compose(name, overrides=args)
+
+
+def instantiate_config(conf, key: str):
+    """``hydra.utils.instantiate(conf, _convert_="all")`` whose failure is one error: mlpot's own errors as they
+    are, anything else a :class:`~mlpot.errors.SimulationConfigError` naming ``key`` and the ``_target_``."""
+    from hydra.errors import InstantiationException
+    from hydra.utils import instantiate
+
+    from mlpot.errors import MLPotError, SimulationConfigError
+
+    try:
+        return instantiate(conf, _convert_="all")
+    except InstantiationException as exc:
+        cause, _ = root_cause(exc)
+        if isinstance(cause, MLPotError):
+            raise cause from None
+        raise SimulationConfigError(f"{key} ({conf['_target_']}): {' '.join(str(cause).split())}") from None
+
+
 def one_line(exc: BaseException) -> str:
     """A one-line message for ``exc`` (mlpot's errors already name their file and frame or key)."""
     from mlpot.errors import MLPotError
@@ -152,7 +183,7 @@ def app(name: str):
     return wrap
 
 
-__all__ = ["app", "quiet", "one_line", "root_cause", "NOISE", "CONF_DIR", "config_groups", "rename_overrides"]
+__all__ = ["app", "quiet", "one_line", "root_cause", "instantiate_config", "compose_args", "NOISE", "CONF_DIR", "config_groups", "rename_overrides"]
 
 
 def _defaults_of(path) -> dict:

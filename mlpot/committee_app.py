@@ -16,7 +16,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from mlpot.cli import app
+from mlpot.cli import app, compose_args
 
 
 def member_files(members) -> list[Path]:
@@ -54,18 +54,9 @@ def combine(cfg) -> Path:
 
 
 def _main(argv=None) -> int:
-    from hydra import compose, initialize_config_dir
-
-    from mlpot.train import CONF_DIR
-
-    args = list(sys.argv[1:] if argv is None else argv)
-    if any(a in ("-h", "--help") for a in args):
-        print(__doc__)
-        return 0
-    with initialize_config_dir(config_dir=str(Path(CONF_DIR) / "committee_app"), version_base="1.3"):
-        cfg = compose("committee", overrides=args)
-    out = combine(cfg)
-    print(out)
+    cfg = compose_args(argv, "committee_app", "committee", __doc__)
+    if cfg is not None:
+        print(combine(cfg))
     return 0
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from mlpot.cli import app
+from mlpot.cli import app, compose_args
 
 FORMATS = ("torchscript", "n2p2")
 
@@ -45,18 +45,9 @@ def deploy_model(cfg) -> Path:
 
 
 def _main(argv=None) -> int:
-    from hydra import compose, initialize_config_dir
-
-    from mlpot.train import CONF_DIR
-
-    args = list(sys.argv[1:] if argv is None else argv)
-    if any(a in ("-h", "--help") for a in args):
-        print(__doc__)
-        return 0
-    with initialize_config_dir(config_dir=str(Path(CONF_DIR) / "deploy"), version_base="1.3"):
-        cfg = compose("deploy", overrides=args)
-    out = deploy_model(cfg)
-    print(out)
+    cfg = compose_args(argv, "deploy", "deploy", __doc__)
+    if cfg is not None:
+        print(deploy_model(cfg))
     return 0
 
 

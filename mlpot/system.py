@@ -16,14 +16,17 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import os
 import sys
 
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters
 
 
+@functools.cache
 def tune_allocator(mmap_threshold: int = 1 << 30, trim_threshold: int = (1 << 31) - 1) -> bool:
-    """Keep freed memory for reuse (glibc only; see the module doc). Returns whether it was applied."""
+    """Keep freed memory for reuse (glibc only; see the module doc). Returns whether it was applied; done once per
+    process (every calculator calls it, and finding libc runs ``ldconfig``)."""
     if os.environ.get("MLPOT_TUNE_MALLOC", "1") == "0" or not sys.platform.startswith("linux"):
         return False
     try:
@@ -97,4 +100,11 @@ def set_threads(requested=None, processes: int = 1) -> int:
     return n
 
 
-__all__ = ["tune_allocator", "choose_threads", "set_threads"]
+def setup_process(threads=None, processes: int = 1) -> None:
+    """What every app does first: keep freed memory for reuse (:func:`tune_allocator`) and choose the torch
+    threads (:func:`set_threads`)."""
+    tune_allocator()
+    set_threads(threads, processes)
+
+
+__all__ = ["tune_allocator", "choose_threads", "set_threads", "setup_process"]

@@ -283,11 +283,10 @@ def _write_artefacts(cfg, run_dir: Path, dm, module, metrics: dict) -> None:
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
 @app("mlpot-train")
 def main(cfg: DictConfig) -> float | None:
-    from mlpot.system import set_threads, tune_allocator
+    from mlpot.system import setup_process
 
     check_types(cfg, CONF_DIR, "train", HydraConfig.get().runtime.choices)  # before any data is read
-    tune_allocator()
-    set_threads(cfg.get("threads"), _processes_per_node(cfg))
+    setup_process(cfg.get("threads"), _processes_per_node(cfg))
     size = cfg.get("committee", {}).get("size", 1)
     metrics = run_committee(cfg) if size != 1 else run(cfg)
     return metrics.get(cfg.get("objective", "val/loss"))

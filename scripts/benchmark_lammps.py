@@ -68,9 +68,7 @@ def ase_rate(model: str, atoms, steps: int, dtype: str) -> dict:
     from ase.md.verlet import VelocityVerlet
 
     from mlpot.calculator import MLPotCalculator
-    from mlpot.system import tune_allocator
 
-    tune_allocator()  # as mlpot-md does
     atoms = atoms.copy()
     atoms.calc = MLPotCalculator(model, dtype=dtype)
     dyn = VelocityVerlet(atoms, 1.0 * units.fs)

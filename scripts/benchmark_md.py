@@ -120,14 +120,6 @@ def child(args) -> None:
     """One case at one size; prints a JSON line."""
     import torch
 
-    if args.malloc == "tuned":
-        try:
-            from mlpot.system import tune_allocator
-        except ImportError:  # a previous version without it runs as it was
-            pass
-        else:
-            tune_allocator()
-
     if args.cu2s_folder:
         return child_cu2s(args)
     torch.set_num_threads(args.threads)
@@ -178,6 +170,8 @@ def child(args) -> None:
 def run_case(args, case: str, size: int, cu2s: bool = False) -> dict | None:
     kind, _ = CASES[case]
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
+    if args.malloc == "default":  # the calculator tunes the allocator itself unless told not to
+        env["MLPOT_TUNE_MALLOC"] = "0"
     if kind == "previous":
         if not args.previous:
             return None
@@ -190,7 +184,7 @@ def run_case(args, case: str, size: int, cu2s: bool = False) -> dict | None:
     if kind == "ase_emt" and size > args.ase_emt_max:
         return None
     cmd = [sys.executable, __file__, "--child", "--case", case, "--size", str(size), "--threads", str(args.threads),
-           "--warmup", str(args.warmup), "--repeats", str(args.repeats), "--malloc", args.malloc]
+           "--warmup", str(args.warmup), "--repeats", str(args.repeats)]
     if args.forces_only:
         cmd.append("--forces-only")
     if cu2s:
@@ -232,7 +226,8 @@ def main() -> None:
     p.add_argument("--cu2s-cases", nargs="+", default=["eager f64", "eager f32", "compiled f64", "compiled f32"])
     p.add_argument("--cu2s-folder", default=None, help="n2p2's Cu2S example (default ../shared/data/n2p2_cu2s)")
     p.add_argument("--malloc", choices=["tuned", "default"], default="tuned",
-                   help="tuned: mlpot.system.tune_allocator() in each child, as mlpot-md and mlpot-evaluate do")
+                   help="tuned: as MLPotCalculator does by itself (mlpot.system.tune_allocator); default: "
+                        "MLPOT_TUNE_MALLOC=0, glibc's defaults (a previous version runs as it was either way)")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--case", help=argparse.SUPPRESS)
     p.add_argument("--size", type=int, help=argparse.SUPPRESS)

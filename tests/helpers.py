@@ -109,3 +109,20 @@ def train_config(run_dir, data_path, *overrides):
             "trainer.max_epochs=3",
             "trainer.enable_progress_bar=false", "descriptor.cutoff=4.0", "descriptor.angular.rc=3.5",
             "model.hidden=[8,8]", *overrides])
+
+
+def tiny_evaluate_config(potential, output_dir, liquid_steps: int, frame_interval: int):
+    """The composed ``evaluate`` config of the quick suite cut to seconds (later sections on 1-4-atom cells)."""
+    from hydra import compose, initialize_config_dir
+
+    from mlpot.evaluate.app import EVALUATE_CONF_DIR
+
+    with initialize_config_dir(config_dir=EVALUATE_CONF_DIR, version_base="1.3"):
+        return compose("evaluate", overrides=[
+            f"potential={potential}", "reference=emt", f"output_dir={output_dir}", "evaluate/suite=quick",
+            "suite.eos.n_points=5", "suite.surfaces.millers=[111]", "suite.surfaces.min_thickness=5.0",
+            "suite.surfaces.size=[1,1]", "suite.surfaces.steps=3", "suite.vacancy.repeat=[1,1,1]",
+            "suite.vacancy.steps=3", "suite.elastic.relax=false", "suite.nve.steps=10", "suite.nve.equil_steps=0",
+            "suite.nve.repeat=[1,1,1]", "suite.liquid.repeat=[2,2,2]", "suite.liquid.melt.heat_steps=5",
+            "suite.liquid.melt.equil_steps=5", "suite.liquid.equil_steps=0", f"suite.liquid.steps={liquid_steps}",
+            f"suite.liquid.frame_interval={frame_interval}", "suite.liquid.rdf.rmax=3.5", "suite.liquid.rdf.nbins=35"])

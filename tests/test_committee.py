@@ -210,19 +210,10 @@ def test_evaluate_app_runs_a_committee(md_committee, tmp_path):
     """mlpot-evaluate takes a committee model.pt like one model (its mean)."""
     import json
 
-    from hydra import compose, initialize_config_dir
+    from mlpot.evaluate.app import run
+    from tests.helpers import tiny_evaluate_config
 
-    from mlpot.evaluate.app import EVALUATE_CONF_DIR, run
-
-    with initialize_config_dir(config_dir=EVALUATE_CONF_DIR, version_base="1.3"):
-        cfg = compose("evaluate", overrides=[
-            f"potential={md_committee}", "reference=emt", f"output_dir={tmp_path}", "evaluate/suite=quick",
-            "suite.eos.n_points=5", "suite.surfaces.millers=[111]", "suite.surfaces.min_thickness=5.0",
-            "suite.surfaces.size=[1,1]", "suite.surfaces.steps=3", "suite.vacancy.repeat=[1,1,1]",
-            "suite.vacancy.steps=3", "suite.elastic.relax=false", "suite.nve.steps=10", "suite.nve.equil_steps=0",
-            "suite.nve.repeat=[1,1,1]", "suite.liquid.repeat=[2,2,2]", "suite.liquid.melt.heat_steps=5",
-            "suite.liquid.melt.equil_steps=5", "suite.liquid.equil_steps=0", "suite.liquid.steps=20",
-            "suite.liquid.frame_interval=10", "suite.liquid.rdf.rmax=3.5", "suite.liquid.rdf.nbins=35"])
+    cfg = tiny_evaluate_config(md_committee, tmp_path, liquid_steps=20, frame_interval=10)
     run(cfg)
     saved = json.loads((tmp_path / "results.json").read_text())
     assert saved["a0"]["value"] is not None and saved["B"]["unit"] == "GPa"

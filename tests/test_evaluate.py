@@ -190,22 +190,13 @@ def test_report_rows_and_verdicts():
 
 
 def test_evaluate_app_writes_results_for_a_model_and_emt(tmp_path):
-    from hydra import compose, initialize_config_dir
-
-    from mlpot.evaluate.app import EVALUATE_CONF_DIR, run
+    from mlpot.evaluate.app import run
     from mlpot.export import save
+    from tests.helpers import tiny_evaluate_config
     from tests.test_md import fitted_tiny
 
     model = save(fitted_tiny(), tmp_path / "model.pt")
-    with initialize_config_dir(config_dir=EVALUATE_CONF_DIR, version_base="1.3"):
-        cfg = compose("evaluate", overrides=[
-            f"potential={model}", "reference=emt", f"output_dir={tmp_path / 'report'}", "evaluate/suite=quick",
-            "suite.eos.n_points=5", "suite.surfaces.millers=[111]", "suite.surfaces.min_thickness=5.0",
-            "suite.surfaces.size=[1,1]", "suite.surfaces.steps=3", "suite.vacancy.repeat=[1,1,1]",
-            "suite.vacancy.steps=3", "suite.elastic.relax=false", "suite.nve.steps=10", "suite.nve.equil_steps=0",
-            "suite.nve.repeat=[1,1,1]", "suite.liquid.repeat=[2,2,2]", "suite.liquid.melt.heat_steps=5",
-            "suite.liquid.melt.equil_steps=5", "suite.liquid.equil_steps=0", "suite.liquid.steps=40",
-            "suite.liquid.frame_interval=20", "suite.liquid.rdf.rmax=3.5", "suite.liquid.rdf.nbins=35"])
+    cfg = tiny_evaluate_config(model, tmp_path / "report", liquid_steps=40, frame_interval=20)
     table = run(cfg)
     saved = json.loads((tmp_path / "report" / "results.json").read_text())
     for key in ("a0", "B", "C11", "C12", "C44", "gamma_111", "E_vac", "D", "nve_drift"):

@@ -32,10 +32,9 @@ def run(cfg: DictConfig) -> dict:
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="active")
 @app("mlpot-active")
 def main(cfg: DictConfig) -> None:
-    from mlpot.system import set_threads, tune_allocator
+    from mlpot.system import setup_process
 
-    set_threads(cfg.get("threads"))
-    tune_allocator()
+    setup_process(cfg.get("threads"))
     run(cfg)
 
 

@@ -95,10 +95,9 @@ def run_in_lammps(c: dict, atoms, out, fixed, calculator, ensemble) -> dict:
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="md")
 @app("mlpot-md")
 def main(cfg: DictConfig) -> None:
-    from mlpot.system import set_threads, tune_allocator
+    from mlpot.system import setup_process
 
-    set_threads(cfg.get("threads"))
-    tune_allocator()
+    setup_process(cfg.get("threads"))
     run(cfg)
 
 

@@ -225,22 +225,11 @@ def make_calculator(cfg: Mapping | str, key: str = "calculator") -> Calculator:
     """An ASE calculator from a config (see :func:`calculator_config` for the forms it takes), built with
     ``hydra.utils.instantiate``. Missing or malformed model files raise :class:`~mlpot.errors.ModelFileError`
     naming the file; errors of the config name ``key``."""
-    from hydra.errors import InstantiationException
-    from hydra.utils import instantiate
-
-    from mlpot.cli import root_cause
-    from mlpot.errors import MLPotError
+    from mlpot.cli import instantiate_config
 
     conf = calculator_config(cfg, key)
     check_set(conf, key)
-    try:
-        calc = instantiate(conf, _convert_="all")
-    except InstantiationException as exc:
-        cause, _ = root_cause(exc)
-        if isinstance(cause, MLPotError):
-            raise cause from None
-        text = " ".join(str(cause).split())
-        raise SimulationConfigError(f"{key} ({conf['_target_']}): {text}") from None
+    calc = instantiate_config(conf, key)
     if not callable(getattr(calc, "get_potential_energy", None)) and not hasattr(calc, "calculate"):
         raise SimulationConfigError(f"{key}: _target_ {conf['_target_']} built a {type(calc).__name__}, "
                                     f"not an ASE calculator")

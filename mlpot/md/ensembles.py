@@ -90,17 +90,10 @@ def ensemble_config(spec: Mapping | str) -> dict:
 
 def make_ensemble(cfg: Mapping | str) -> Ensemble:
     """The :class:`Ensemble` of a config (see :func:`ensemble_config`)."""
-    from hydra.errors import InstantiationException
-    from hydra.utils import instantiate
-
-    from mlpot.cli import root_cause
+    from mlpot.cli import instantiate_config
 
     conf = ensemble_config(cfg)
-    try:
-        ens = instantiate(conf, _convert_="all")
-    except InstantiationException as exc:
-        cause, _ = root_cause(exc)
-        raise SimulationConfigError(f"ensemble ({conf['_target_']}): {' '.join(str(cause).split())}") from None
+    ens = instantiate_config(conf, "ensemble")
     if not isinstance(ens, Ensemble):
         raise SimulationConfigError(f"ensemble: _target_ {conf['_target_']} built a {type(ens).__name__}, not one of "
                                     f"mlpot.md.ensembles ({', '.join(v.rsplit('.', 1)[1] for v in KINDS.values())})")

@@ -81,23 +81,12 @@ def structure_config(spec: Mapping | str) -> dict:
 def make_structure(cfg: Mapping | str) -> Atoms:
     """Build the structure of ``cfg`` (see :func:`structure_config`; a liquid comes out as its crystalline start:
     the app melts it, :func:`melt`)."""
-    from hydra.errors import InstantiationException
-    from hydra.utils import instantiate
-
-    from mlpot.cli import root_cause
-    from mlpot.errors import MLPotError
-
+    from mlpot.cli import instantiate_config
     from mlpot.md.calculators import check_set
 
     conf = {k: v for k, v in structure_config(cfg).items() if k not in NOT_BUILDER_KEYS}
     check_set(conf, "structure")
-    try:
-        atoms = instantiate(conf, _convert_="all")
-    except InstantiationException as exc:
-        cause, _ = root_cause(exc)
-        if isinstance(cause, MLPotError):
-            raise cause from None
-        raise SimulationConfigError(f"structure ({conf['_target_']}): {' '.join(str(cause).split())}") from None
+    atoms = instantiate_config(conf, "structure")
     if not isinstance(atoms, Atoms):
         raise SimulationConfigError(f"structure: _target_ {conf['_target_']} built a {type(atoms).__name__}, "
                                     f"not ase.Atoms")
