@@ -199,3 +199,26 @@ def test_export_round_trip(kind, tmp_path):
     atoms = random_cell(["Ti", "O", "O", "Ti"], a=3.3, seed=10)
     a, b = pot.predict(atoms), load(tmp_path / "m.pt").double().predict(atoms)
     assert abs(a["energy"].item() - b["energy"].item()) < 1e-10
+
+
+@pytest.mark.parametrize("degree", [0, 1, 2, 4, 6])
+def test_angular_monomials_degree_by_degree_equal_the_powers(degree):
+    """The degree-by-degree monomials (every caller's path) are x^a y^b z^c of monomial_table's exponents, in its
+    order, with the same derivatives (a NumPy reference and autograd against the closed form)."""
+    from mlpot.descriptors.pairsum import angular_monomials, angular_monomials_with_grad, monomial_table
+
+    expo, _ = monomial_table(degree)
+    u = torch.nn.functional.normalize(torch.randn(50, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(3)), dim=1)
+    mono = angular_monomials(u, expo, degree)
+    e = expo.numpy()
+    ref = u.numpy()[:, None, 0] ** e[:, 0] * u.numpy()[:, None, 1] ** e[:, 1] * u.numpy()[:, None, 2] ** e[:, 2]
+    np.testing.assert_allclose(mono.numpy(), ref, rtol=0, atol=1e-15)
+    if degree == 0:
+        return
+    # derivatives with respect to the pair vector v = r u (r = 1.7), against the closed form of the Jacobian path
+    r = torch.full((50,), 1.7, dtype=torch.float64)
+    v = (u * r[:, None]).requires_grad_(True)
+    w = torch.randn(50, expo.shape[0], dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+    (g,) = torch.autograd.grad((angular_monomials(v / torch.linalg.norm(v, dim=1, keepdim=True), expo, degree) * w).sum(), v)
+    _, dmono = angular_monomials_with_grad(u, r, expo, degree)
+    np.testing.assert_allclose(g.numpy(), torch.einsum("pm,pmc->pc", w, dmono).numpy(), rtol=0, atol=1e-12)

@@ -5,7 +5,7 @@ One iteration, each stage's result kept in ``<out>/iter_<k>/`` so that an interr
 resumed loop makes the same selection as an uninterrupted one):
 
 1. **train**: K committee members on the labelled frames (``labelled.extxyz``), each by ``python -m mlpot.train``
-   with its own ``seed`` (its own initial weights; the same train/validation/test split) →
+   with its own ``seed`` (its own initial weights; the same train/validation/test split unless ``committee.split`` is ``different``) →
    ``members/m<i>/model.pt``, combined into one committee file ``committee.pt`` (:func:`mlpot.export.save_committee`);
 2. **explore**: MD (Langevin) with the committee (:class:`~mlpot.calculator.MLPotCalculator` of the file) from each
    exploration structure at each temperature; every ``interval`` steps a candidate frame with its largest
@@ -253,8 +253,11 @@ def run_loop(cfg: Mapping, reference, out: Path) -> dict:
         if record is None:
             record = {"iteration": k, "n_labelled": n_labelled, "thresholds": thresholds}
             state["iterations"].append(record)
+        split = str(com.get("split", "same"))
+        if split not in ("same", "different"):
+            raise SimulationConfigError(f"committee.split: 'same' or 'different', got {split!r}")
         models = [train_member(labelled, it_dir / "members" / f"m{m}", seed + 1000 * k + m, com.get("train", []),
-                               split_seed=seed) for m in range(int(com["size"]))]
+                               split_seed=seed if split == "same" else None) for m in range(int(com["size"]))]
         com_file = write_committee(models, it_dir / "committee.pt")
         record.update(model=str(com_file), members=[str(m) for m in models], metrics=_mean_metrics(models))
         write_text(state_path, json.dumps(state, indent=2) + "\n")

@@ -247,19 +247,25 @@ class ACSF(nn.Module):
 
     # Each factor below is defined once; ``from_edges`` (fast inference) and ``jacobian``
     # (per-pair derivatives for training) only compose them differently.
-    def _gaussians(self, r: torch.Tensor, eta, rs, cut) -> torch.Tensor:
-        """exp(-η (r - r_s)²) f_c(r) for each column's (η, r_s, cutoff set): (n, len(eta))."""
+    def _gaussians(self, r: torch.Tensor, eta, rs, cut, kernels=()) -> torch.Tensor:
+        """exp(-η (r - r_s)²) f_c(r) for each column's (η, r_s, cutoff set): (n, len(eta)). ``kernels``: the
+        columns' (η, r_s, cutoff set) as Python values; when they share one cutoff set (the usual case) only that
+        cutoff function is evaluated, as one column broadcast over all (no gather, nor its scatter backwards)."""
         dt = r.dtype
         g = torch.exp(-eta.to(dt) * (r[:, None] - rs.to(dt)) ** 2)
+        sets = {int(k[2]) for k in kernels}
+        if len(sets) == 1:
+            rc, kind, alpha = self.cut_sets[sets.pop()]
+            return g * cutoff_function(r, rc, kind, alpha)[:, None]
         return g * self._cutoffs(r).index_select(1, cut)
 
     def _radial_values(self, r: torch.Tensor) -> torch.Tensor:
         """Radial kernels per pair: (n, K_r)."""
-        return self._gaussians(r, self.rad_eta, self.rad_rs, self.rad_cut)
+        return self._gaussians(r, self.rad_eta, self.rad_rs, self.rad_cut, self.rad_kernels)
 
     def _pair_factor(self, r: torch.Tensor) -> torch.Tensor:
         """exp(-η (r - r_s)²) f_c(r) of the angular kernels, per pair: (n, U)."""
-        return self._gaussians(r, self.u_eta, self.u_rs, self.u_cut)
+        return self._gaussians(r, self.u_eta, self.u_rs, self.u_cut, self.ang_radial)
 
     def _angle_factor(self, cos: torch.Tensor) -> torch.Tensor:
         """2^(1-ζ) (1 + λ cos θ)^ζ: (n, V)."""
@@ -271,7 +277,7 @@ class ACSF(nn.Module):
 
     def _third_factor(self, rjk: torch.Tensor) -> torch.Tensor:
         """exp(-η (r_jk - r_s)²) f_c(r_jk) for narrow (type 3) kernels, and a column of ones: (n, W + 1)."""
-        third = self._gaussians(rjk, self.w_eta, self.w_rs, self.w_cut)
+        third = self._gaussians(rjk, self.w_eta, self.w_rs, self.w_cut, self.ang_third)
         return torch.cat([third, torch.ones_like(third[:, :1])], dim=1)
 
     def forward(self, positions, species, edge_index, shifts, cell, batch) -> torch.Tensor:
@@ -427,7 +433,7 @@ class ACSF(nn.Module):
 
     def _moment_pair_factor(self, r: torch.Tensor) -> torch.Tensor:
         """exp(-η (r - r_s)²) f_c(r) of the moment-expanded angular kernels, per pair: (P, U)."""
-        return self._gaussians(r, self.mom_eta, self.mom_rs, self.mom_cut)
+        return self._gaussians(r, self.mom_eta, self.mom_rs, self.mom_cut, self.mom_radial)
 
     def _moment_chunks(self, vec, r, plan, n_atoms):
         """:meth:`_moment_block` over the planned groups of centre atoms; with several, each group is recomputed
