@@ -459,14 +459,18 @@ class ACSF(nn.Module):
         would be a constant of the trace) the same sums are scattered by ``rows``, each pair's row."""
         n_el = len(self.elements)
         h = self._moment_pair_factor(r)  # (P, U)
-        mono = angular_monomials(vec / r[:, None], self.mom_expo, self._max_degree)  # (P, M)
-        U, M, R = h.shape[1], mono.shape[1], n_atoms * n_el
+        unit = vec / r[:, None]
+        U, R, M = h.shape[1], n_atoms * n_el, self.mom_expo.shape[0]
         if slot is None:
+            mono = angular_monomials(unit, self.mom_expo, self._max_degree)  # (P, M)
             q = (h[:, :, None] * mono[:, None, :]).reshape(-1, U * M)
             Q = vec.new_zeros(R, U * M).index_add(0, rows, q).view(n_atoms, n_el, U, M)
             return self._moment_from_sums(Q, vec.new_zeros(R, U).index_add(0, rows, h * h).view(n_atoms, n_el, U))
         h_pad = vec.new_zeros(R * width, U).index_copy(0, slot, h).view(R, width, U)
-        m_pad = vec.new_zeros(R * width, M).index_copy(0, slot, mono).view(R, width, M)
+        # the monomials of the padded table of unit vectors (3 columns to place, not M): an empty place holds û = 0,
+        # whose monomials are finite and meet h = 0 there
+        u_pad = vec.new_zeros(R * width, 3).index_copy(0, slot, unit)
+        m_pad = angular_monomials(u_pad, self.mom_expo, self._max_degree).view(R, width, M)
         Q = torch.bmm(h_pad.transpose(1, 2), m_pad).view(n_atoms, n_el, U, M)
         D = (h_pad * h_pad).sum(1).view(n_atoms, n_el, U)
         return self._moment_from_sums(Q, D)
@@ -655,10 +659,12 @@ class _RecomputeOnce(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         xs = [x.detach().requires_grad_(need) for x, need in zip(ctx.saved_tensors, ctx.needs_input_grad[1:])]
-        with torch.enable_grad():
-            out = ctx.fn(*xs)
         wanted = [x for x in xs if x.requires_grad]
-        grads = iter(torch.autograd.grad(out, wanted, grad, allow_unused=True) if wanted else ())
+        # the vector-Jacobian product as the gradient of <out, grad> (the same numbers): torch.autograd.grad given
+        # grad_outputs imports torch's symbolic-shape machinery (sympy), 0.5 s in a calculator's first call
+        with torch.enable_grad():
+            inner = (ctx.fn(*xs) * grad).sum()
+        grads = iter(torch.autograd.grad(inner, wanted, allow_unused=True) if wanted else ())
         return (None, *[next(grads) if x.requires_grad else None for x in xs])
 
 
