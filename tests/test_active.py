@@ -102,3 +102,29 @@ def test_bad_config(tmp_path):
         run_loop(config(select={"lower": 1.0, "upper": 0.5}), EMT(), tmp_path)
     with pytest.raises(SimulationConfigError, match="at least 2 members"):
         run_loop(config(committee={"size": 1}), EMT(), tmp_path)
+
+
+def test_committee_split(tmp_path, monkeypatch):
+    """committee.split: 'same' hands every member the run's split seed, 'different' none (each member's split then
+    follows its own seed: bagging); anything else is one clear error."""
+    import mlpot.active.loop as loop
+
+    seen = []
+
+    class Stop(Exception):
+        pass
+
+    def fake_member(labelled, run_dir, seed, overrides, split_seed=None):
+        seen.append((seed, split_seed))
+        if len(seen) % 2 == 0:
+            raise Stop
+        return run_dir / "model.pt"
+
+    monkeypatch.setattr(loop, "train_member", fake_member)
+    for split, expected in (("same", [0, 0]), ("different", [None, None])):
+        seen.clear()
+        with pytest.raises(Stop):
+            run_loop(config(committee={"size": 2, "split": split}), EMT(), tmp_path / split)
+        assert [s for _, s in seen] == expected and seen[0][0] != seen[1][0]
+    with pytest.raises(SimulationConfigError, match="committee.split"):
+        run_loop(config(committee={"size": 2, "split": "bagged"}), EMT(), tmp_path / "bad")
