@@ -228,6 +228,9 @@ def run_loop(cfg: Mapping, reference, out: Path) -> dict:
         raise SimulationConfigError(f"select: need 0 <= lower < upper, got lower={lower}, upper={upper}")
     if int(com["size"]) < 2:
         raise SimulationConfigError(f"committee.size: a committee needs at least 2 members, got {com['size']}")
+    split = str(com.get("split", "same"))
+    if split not in ("same", "different"):
+        raise SimulationConfigError(f"committee.split: 'same' or 'different', got {split!r}")
     seed = int(cfg.get("seed", 0))
     state_path = out / STATE
     state = _read_json(state_path) or {"iterations": [], "status": "running"}
@@ -253,9 +256,6 @@ def run_loop(cfg: Mapping, reference, out: Path) -> dict:
         if record is None:
             record = {"iteration": k, "n_labelled": n_labelled, "thresholds": thresholds}
             state["iterations"].append(record)
-        split = str(com.get("split", "same"))
-        if split not in ("same", "different"):
-            raise SimulationConfigError(f"committee.split: 'same' or 'different', got {split!r}")
         models = [train_member(labelled, it_dir / "members" / f"m{m}", seed + 1000 * k + m, com.get("train", []),
                                split_seed=seed if split == "same" else None) for m in range(int(com["size"]))]
         com_file = write_committee(models, it_dir / "committee.pt")
