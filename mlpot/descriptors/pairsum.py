@@ -45,10 +45,12 @@ def angular_monomials(unit: torch.Tensor, expo: torch.Tensor, max_degree: int) -
     """The monomials of the unit vectors (P, 3) with exponents ``expo`` (M, 3) of degree at most
     ``max_degree`` (a Python int, so that no device sync is needed): (P, M).
 
-    For the whole table of :func:`monomial_table` (every caller's), degree by degree: in its order the monomials of
-    degree n are x·(all of degree n−1), then y·(the last n of degree n−1, those without x), then z·(the last one,
-    z^(n−1)), so each degree is three products of one coordinate with columns already computed; forward and backward
-    pass together 1.8x faster than gathering each coordinate's power per monomial (72 000 pairs, degree 4)."""
+    For the whole table of :func:`monomial_table` (ACSF, Chebyshev, spherical Bessel), degree by degree: in its order
+    the monomials of degree n are x·(all of degree n−1), then y·(the last n of degree n−1, those without x), then
+    z·(the last one, z^(n−1)), so each degree is three products of one coordinate with columns already computed;
+    forward and backward pass together 1.8x faster than gathering each coordinate's power per monomial (72 000 pairs,
+    degree 4). A subset of the table (Gaussian–Legendre keeps only the degrees its P_l need; a subset is always
+    shorter, so the row count tells) gathers the powers."""
     if expo.shape[0] == (max_degree + 1) * (max_degree + 2) * (max_degree + 3) // 6:
         x, y, z = unit[:, 0:1], unit[:, 1:2], unit[:, 2:3]
         prev = torch.ones_like(x)
