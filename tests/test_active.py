@@ -12,7 +12,7 @@ from mlpot.active.loop import STATE, exploration_structure, run_loop, select
 from mlpot.errors import SimulationConfigError
 
 TINY = ["trainer.max_epochs=2", "descriptor.cutoff=4.0", "descriptor.angular.rc=3.5", "model.hidden=[8,8]",
-        "data.batch_size=4", "threads=1", "callbacks=default"]
+        "data.batch_size=4", "threads=1", "callbacks=default", "loss.stress=100.0"]
 
 
 def config(**over):
@@ -66,6 +66,12 @@ def test_loop_log_and_resume(tmp_path, monkeypatch):
     assert its[0]["n_labelled"] == 10 and its[0]["n_selected"] == 3 and its[1]["n_labelled"] == 13
     assert its[0]["thresholds"]["lower"] == 0.0 and its[0]["thresholds"]["max_per_iteration"] == 3
     assert "val/forces_rmse" in its[0]["metrics"] and len(its[1]["members"]) == 2
+    # the reference's stress reaches the members' loss (mlpot-train weights a data file's stress 0 by default)
+    import yaml
+
+    member_cfg = yaml.safe_load((out / "iter_000" / "members" / "m0" / "config_resolved.yaml").read_text())
+    assert member_cfg["loss"]["stress"] == 100.0
+    assert all(f.get_stress().shape == (6,) for f in ase.io.read(str(out / "iter_001" / "labelled.extxyz"), index=":"))
     assert its[1]["model"].endswith("iter_001/committee.pt") and state["final_model"] == its[1]["model"]
     from mlpot.export import load
     from mlpot.models.committee import Committee
@@ -128,3 +134,52 @@ def test_committee_split(tmp_path, monkeypatch):
         assert [s for _, s in seen] == expected and seen[0][0] != seen[1][0]
     with pytest.raises(SimulationConfigError, match="committee.split"):
         run_loop(config(committee={"size": 2, "split": "bagged"}), EMT(), tmp_path / "bad")
+
+
+def test_train_members_parallel(tmp_path, monkeypatch):
+    """committee.parallel: members trained at once keep their order, seeds and folders; a failing member is raised
+    and members not yet started are not started; parallel < 1 is one clear error."""
+    import threading
+    import time
+
+    import mlpot.active.loop as loop
+
+    started, running, peak = [], [0], [0]
+    lock = threading.Lock()
+
+    def fake_member(labelled, run_dir, seed, overrides, split_seed=None):
+        with lock:
+            started.append(seed)
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+        time.sleep(0.2)
+        with lock:
+            running[0] -= 1
+        if seed == 13:
+            raise SimulationConfigError(f"committee member {run_dir} failed to train")
+        return run_dir / "model.pt"
+
+    monkeypatch.setattr(loop, "train_member", fake_member)
+    models = loop.train_members(tmp_path / "l.extxyz", tmp_path / "members", [10, 11, 12, 14], [], parallel=2)
+    assert models == [tmp_path / "members" / f"m{i}" / "model.pt" for i in range(4)]
+    assert sorted(started) == [10, 11, 12, 14] and peak[0] == 2
+    started.clear()
+    with pytest.raises(SimulationConfigError, match="m1 failed"):
+        loop.train_members(tmp_path / "l.extxyz", tmp_path / "members", [12, 13, 14, 15, 16, 17], [], parallel=2)
+    assert 13 in started and len(started) < 6
+    with pytest.raises(SimulationConfigError, match="committee.parallel"):
+        run_loop(config(committee={"size": 2, "parallel": 0}), EMT(), tmp_path / "bad")
+
+
+def test_preset_member_overrides_compose():
+    """The preset's committee.train overrides compose into a valid mlpot-train config with the stress in the loss
+    (the setting that put B and the elastic constants within target in docs/active_learning.md, run 5)."""
+    from hydra import compose, initialize_config_dir
+
+    from mlpot.train import CONF_DIR
+
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        active = compose("active", overrides=["output_dir=x"])
+        assert active.committee.parallel == 1 and active.budget.iterations == 10
+        train = compose("train", overrides=["data=xyz", "data.path=f.extxyz", "run_dir=x", *active.committee.train])
+    assert train.loss.stress == 100.0 and train.trainer.max_epochs == 400 and train.descriptor.cutoff == 5.0

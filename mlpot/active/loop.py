@@ -125,6 +125,23 @@ def train_member(labelled: Path, run_dir: Path, seed: int, overrides: Sequence[s
     return model
 
 
+def train_members(labelled: Path, members_dir: Path, seeds: Sequence[int], overrides: Sequence[str],
+                  split_seed: int | None = None, parallel: int = 1) -> list[Path]:
+    """:func:`train_member` for every seed (member ``i`` in ``members_dir/m<i>``), ``parallel`` processes at once;
+    a failure is raised once the members already running have finished (the others are not started)."""
+    jobs = [(members_dir / f"m{i}", s) for i, s in enumerate(seeds)]
+    if parallel <= 1:
+        return [train_member(labelled, d, s, overrides, split_seed) for d, s in jobs]
+    from concurrent.futures import ThreadPoolExecutor
+
+    pool = ThreadPoolExecutor(max_workers=parallel)
+    futures = [pool.submit(train_member, labelled, d, s, overrides, split_seed) for d, s in jobs]
+    try:
+        return [f.result() for f in futures]
+    finally:  # on a failure the members not yet started are not started; the running ones finish
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
 def write_committee(models: Sequence[Path], path: Path) -> Path:
     """The members in one committee file (:func:`mlpot.export.save_committee`), unless it exists."""
     from mlpot.export import save_committee
@@ -231,6 +248,9 @@ def run_loop(cfg: Mapping, reference, out: Path) -> dict:
     split = str(com.get("split", "same"))
     if split not in ("same", "different"):
         raise SimulationConfigError(f"committee.split: 'same' or 'different', got {split!r}")
+    parallel = int(com.get("parallel", 1))
+    if parallel < 1:
+        raise SimulationConfigError(f"committee.parallel: members trained at once, at least 1, got {parallel}")
     seed = int(cfg.get("seed", 0))
     state_path = out / STATE
     state = _read_json(state_path) or {"iterations": [], "status": "running"}
@@ -256,8 +276,8 @@ def run_loop(cfg: Mapping, reference, out: Path) -> dict:
         if record is None:
             record = {"iteration": k, "n_labelled": n_labelled, "thresholds": thresholds}
             state["iterations"].append(record)
-        models = [train_member(labelled, it_dir / "members" / f"m{m}", seed + 1000 * k + m, com.get("train", []),
-                               split_seed=seed if split == "same" else None) for m in range(int(com["size"]))]
+        models = train_members(labelled, it_dir / "members", [seed + 1000 * k + m for m in range(int(com["size"]))],
+                               com.get("train", []), split_seed=seed if split == "same" else None, parallel=parallel)
         com_file = write_committee(models, it_dir / "committee.pt")
         record.update(model=str(com_file), members=[str(m) for m in models], metrics=_mean_metrics(models))
         write_text(state_path, json.dumps(state, indent=2) + "\n")
@@ -302,4 +322,4 @@ def run_loop(cfg: Mapping, reference, out: Path) -> dict:
 
 
 __all__ = ["STATE", "committee", "write_committee", "explore", "exploration_structure", "initial_frames", "label", "run_loop", "select",
-           "train_member"]
+           "train_member", "train_members"]
