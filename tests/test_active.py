@@ -180,6 +180,32 @@ def test_preset_member_overrides_compose():
 
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         active = compose("active", overrides=["output_dir=x"])
-        assert active.committee.parallel == 1 and active.budget.iterations == 10
+        assert active.committee.parallel == 1 and active.budget.iterations == 10 and active.committee.retrain_factor == 3.0
         train = compose("train", overrides=["data=xyz", "data.path=f.extxyz", "run_dir=x", *active.committee.train])
     assert train.loss.stress == 100.0 and train.trainer.max_epochs == 400 and train.descriptor.cutoff == 5.0
+
+
+def test_retrain_poor_members(tmp_path, monkeypatch):
+    """committee.retrain_factor: a member whose validation force RMSE is far above the committee's median (run 5,
+    iteration 5 of docs/active_learning.md: 0.158 against ~0.024 eV/Å) is trained again with seed + 500, which takes
+    its place; a bad factor is one clear error."""
+    import mlpot.active.loop as loop
+
+    rmse = {10: 0.02, 11: 0.025, 12: 0.16, 13: 0.022, 512: 0.03}
+    trained = []
+
+    def fake_member(labelled, run_dir, seed, overrides, split_seed=None):
+        trained.append((run_dir.name, seed))
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "metrics.json").write_text(json.dumps({"val/forces_rmse": rmse[seed]}))
+        return run_dir / "model.pt"
+
+    monkeypatch.setattr(loop, "train_member", fake_member)
+    d = tmp_path / "members"
+    models = loop.train_members(tmp_path / "l.extxyz", d, [10, 11, 12, 13], [])
+    kept, poor = loop.retrain_poor_members(models, tmp_path / "l.extxyz", d, [10, 11, 12, 13], [], 3.0)
+    assert poor == [2] and trained[-1] == ("m2_retry", 512) and kept[2] == d / "m2_retry" / "model.pt"
+    assert kept[:2] == models[:2] and kept[3] == models[3]
+    assert loop.retrain_poor_members(models, tmp_path / "l.extxyz", d, [10, 11, 12, 13], [], None) == (models, [])
+    with pytest.raises(SimulationConfigError, match="retrain_factor"):
+        run_loop(config(committee={"size": 2, "retrain_factor": 0.5}), EMT(), tmp_path / "bad")

@@ -126,10 +126,12 @@ def train_member(labelled: Path, run_dir: Path, seed: int, overrides: Sequence[s
 
 
 def train_members(labelled: Path, members_dir: Path, seeds: Sequence[int], overrides: Sequence[str],
-                  split_seed: int | None = None, parallel: int = 1) -> list[Path]:
-    """:func:`train_member` for every seed (member ``i`` in ``members_dir/m<i>``), ``parallel`` processes at once;
-    a failure is raised once the members already running have finished (the others are not started)."""
-    jobs = [(members_dir / f"m{i}", s) for i, s in enumerate(seeds)]
+                  split_seed: int | None = None, parallel: int = 1, names: Sequence[str] | None = None) -> list[Path]:
+    """:func:`train_member` for every seed (member ``i`` in ``members_dir/m<i>``, or ``names[i]``), ``parallel``
+    processes at once; a failure is raised once the members already running have finished (the others are not
+    started)."""
+    names = list(names) if names is not None else [f"m{i}" for i in range(len(seeds))]
+    jobs = [(members_dir / n, s) for n, s in zip(names, seeds)]
     if parallel <= 1:
         return [train_member(labelled, d, s, overrides, split_seed) for d, s in jobs]
     from concurrent.futures import ThreadPoolExecutor
@@ -140,6 +142,37 @@ def train_members(labelled: Path, members_dir: Path, seeds: Sequence[int], overr
         return [f.result() for f in futures]
     finally:  # on a failure the members not yet started are not started; the running ones finish
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _val_force_rmse(model: Path) -> float:
+    metrics = _read_json(Path(model).parent / "metrics.json") or {}
+    return float(metrics.get("val/forces_rmse", float("nan")))
+
+
+def retrain_poor_members(models: Sequence[Path], labelled: Path, members_dir: Path, seeds: Sequence[int],
+                         overrides: Sequence[str], factor: float | None, split_seed: int | None = None,
+                         parallel: int = 1) -> tuple[list[Path], list[int]]:
+    """Members whose validation force RMSE exceeds ``factor`` times the committee's median (a fit stuck in a poor
+    minimum: its spread would be large everywhere and steer the selection) are trained once more with another seed
+    (``m<i>_retry``, seed + 500), which takes its place (with ``committee.split=different`` the two hold out
+    different frames, so their validation errors do not compare). Returns the members and the indices retrained."""
+    models = list(models)
+    if not factor:
+        return models, []
+    rmse = np.array([_val_force_rmse(m) for m in models])
+    if not np.isfinite(rmse).all():
+        return models, []
+    poor = [i for i, r in enumerate(rmse) if r > factor * np.median(rmse)]
+    if not poor:
+        return models, []
+    for i in poor:
+        log.warning("committee member %s: validation force RMSE %.4f eV/A is %.1f times the committee's median; "
+                    "training it again with another seed", models[i].parent, rmse[i], rmse[i] / np.median(rmse))
+    retries = train_members(labelled, members_dir, [seeds[i] + 500 for i in poor], overrides, split_seed, parallel,
+                            names=[f"m{i}_retry" for i in poor])
+    for i, new in zip(poor, retries):
+        models[i] = new
+    return models, poor
 
 
 def write_committee(models: Sequence[Path], path: Path) -> Path:
@@ -251,6 +284,9 @@ def run_loop(cfg: Mapping, reference, out: Path) -> dict:
     parallel = int(com.get("parallel", 1))
     if parallel < 1:
         raise SimulationConfigError(f"committee.parallel: members trained at once, at least 1, got {parallel}")
+    retrain = com.get("retrain_factor")
+    if retrain is not None and not float(retrain) > 1:
+        raise SimulationConfigError(f"committee.retrain_factor: null or a number above 1, got {retrain}")
     seed = int(cfg.get("seed", 0))
     state_path = out / STATE
     state = _read_json(state_path) or {"iterations": [], "status": "running"}
@@ -276,8 +312,16 @@ def run_loop(cfg: Mapping, reference, out: Path) -> dict:
         if record is None:
             record = {"iteration": k, "n_labelled": n_labelled, "thresholds": thresholds}
             state["iterations"].append(record)
-        models = train_members(labelled, it_dir / "members", [seed + 1000 * k + m for m in range(int(com["size"]))],
-                               com.get("train", []), split_seed=seed if split == "same" else None, parallel=parallel)
+        seeds = [seed + 1000 * k + m for m in range(int(com["size"]))]
+        split_seed = seed if split == "same" else None
+        models = train_members(labelled, it_dir / "members", seeds, com.get("train", []), split_seed, parallel)
+        if not (it_dir / "committee.pt").is_file():  # a committee already written keeps its members (resume)
+            models, retrained = retrain_poor_members(models, labelled, it_dir / "members", seeds,
+                                                     com.get("train", []), retrain, split_seed, parallel)
+            if retrained:
+                record["retrained"] = retrained
+        else:
+            models = [Path(m) for m in record.get("members", models)]
         com_file = write_committee(models, it_dir / "committee.pt")
         record.update(model=str(com_file), members=[str(m) for m in models], metrics=_mean_metrics(models))
         write_text(state_path, json.dumps(state, indent=2) + "\n")
@@ -322,4 +366,4 @@ def run_loop(cfg: Mapping, reference, out: Path) -> dict:
 
 
 __all__ = ["STATE", "committee", "write_committee", "explore", "exploration_structure", "initial_frames", "label", "run_loop", "select",
-           "train_member", "train_members"]
+           "retrain_poor_members", "train_member", "train_members"]
