@@ -144,11 +144,6 @@ def train_members(labelled: Path, members_dir: Path, seeds: Sequence[int], overr
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _val_force_rmse(model: Path) -> float:
-    metrics = _read_json(Path(model).parent / "metrics.json") or {}
-    return float(metrics.get("val/forces_rmse", float("nan")))
-
-
 def retrain_poor_members(models: Sequence[Path], labelled: Path, members_dir: Path, seeds: Sequence[int],
                          overrides: Sequence[str], factor: float | None, split_seed: int | None = None,
                          parallel: int = 1) -> tuple[list[Path], list[int]]:
@@ -159,15 +154,16 @@ def retrain_poor_members(models: Sequence[Path], labelled: Path, members_dir: Pa
     models = list(models)
     if not factor:
         return models, []
-    rmse = np.array([_val_force_rmse(m) for m in models])
+    rmse = np.array([_member_metrics(m).get("val/forces_rmse", np.nan) for m in models], dtype=float)
     if not np.isfinite(rmse).all():
         return models, []
-    poor = [i for i, r in enumerate(rmse) if r > factor * np.median(rmse)]
+    median = np.median(rmse)
+    poor = [i for i, r in enumerate(rmse) if r > factor * median]
     if not poor:
         return models, []
     for i in poor:
         log.warning("committee member %s: validation force RMSE %.4f eV/A is %.1f times the committee's median; "
-                    "training it again with another seed", models[i].parent, rmse[i], rmse[i] / np.median(rmse))
+                    "training it again with another seed", models[i].parent, rmse[i], rmse[i] / median)
     retries = train_members(labelled, members_dir, [seeds[i] + 500 for i in poor], overrides, split_seed, parallel,
                             names=[f"m{i}_retry" for i in poor])
     for i, new in zip(poor, retries):
@@ -261,9 +257,14 @@ def _write_frames(path: Path, frames: Sequence[Atoms]) -> None:
     atomic_write(path, lambda tmp: ase.io.write(str(tmp), list(frames), format="extxyz"))
 
 
+def _member_metrics(model: Path) -> dict:
+    """The final metrics ``mlpot.train`` wrote beside a member's model.pt ({} when absent)."""
+    return _read_json(Path(model).parent / "metrics.json") or {}
+
+
 def _mean_metrics(models: Sequence[Path]) -> dict:
     keys = ("val/energy_per_atom_rmse", "val/forces_rmse", "test/energy_per_atom_rmse", "test/forces_rmse")
-    rows = [_read_json(Path(m).parent / "metrics.json") or {} for m in models]
+    rows = [_member_metrics(m) for m in models]
     return {k: float(np.mean([r[k] for r in rows if k in r])) for k in keys if any(k in r for r in rows)}
 
 
